@@ -1,0 +1,1 @@
+"""Benchmarks and load generators; each prints one JSON object as its last line."""

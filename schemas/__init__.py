@@ -1,0 +1,1 @@
+"""Wire contracts (Kafka messages, HTTP bodies) and configuration shared by every process."""

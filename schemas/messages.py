@@ -1,0 +1,130 @@
+"""Kafka wire contracts: the job that comes in, the result and the dead letter that go out.
+
+Every process (worker, load generator, demo, tests) reads and writes these models only, so a
+field added here is a field everyone agrees on. Exported as JSON Schema into ``docs/schemas``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Candidate(WireModel):
+    id: str = Field(min_length=1, max_length=256, description="Caller's id of the candidate, unique within the job.")
+    text: str = Field(description="Text to score against the query.")
+    metadata: dict[str, Any] | None = Field(None, description="Opaque; not used for scoring, not echoed.")
+
+
+class RerankJob(WireModel):
+    """A ranking job: score every candidate against the query (or policy)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str = Field(min_length=1, max_length=256, description="Unique per job; the result's Kafka key.")
+    feed: str = Field(min_length=1, description="recommendation, moderation, or a configured feed name.")
+    query: str = Field(description="Query, user interest or moderation policy.")
+    instruction: str | None = Field(None, description="Task instruction; the feed's default when absent.")
+    candidates: list[Candidate] = Field(min_length=1)
+    top_k: int | None = Field(None, ge=1, description="Return only the best k candidates (all when absent).")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Candidates scoring >= threshold are listed as flagged."
+    )
+    model: str | None = Field(None, description="Requested model; must be the served one or in the allowed list.")
+    created_at: int = Field(default_factory=now_ms, description="Producer time, epoch milliseconds.")
+    deadline_ms: int | None = Field(
+        None, ge=1, description="Relative deadline: a job still unscored created_at + deadline_ms is dead-lettered."
+    )
+
+    @model_validator(mode="after")
+    def _unique_candidate_ids(self) -> RerankJob:
+        seen: set[str] = set()
+        dupes = sorted({c.id for c in self.candidates if c.id in seen or seen.add(c.id)})
+        if dupes:
+            shown = ", ".join(dupes[:5]) + (" ..." if len(dupes) > 5 else "")
+            raise ValueError(f"duplicate candidate ids: {shown}")
+        return self
+
+
+class RankedCandidate(WireModel):
+    id: str
+    score: float
+    rank: int = Field(ge=1)
+
+
+class ModelRef(WireModel):
+    id: str
+    revision: str | None = None
+    kind: str
+
+
+class Timings(WireModel):
+    queue_wait_ms: float = Field(description="created_at until the worker picked the job up.")
+    cache_ms: float = Field(description="Cache lookup and fill.")
+    model_ms: float = Field(description="Scoring of the cache misses (0 when all were cached).")
+    total_ms: float = Field(description="created_at until the result was handed to the producer.")
+
+
+class RerankResult(WireModel):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    feed: str
+    model: ModelRef
+    ranked: list[RankedCandidate] = Field(description="Best first; top_k long when top_k was given.")
+    flagged: list[str] = Field(default_factory=list, description="Candidate ids scoring >= threshold, best first.")
+    cached: int = Field(ge=0, description="Candidates whose score came from the cache.")
+    timings: Timings
+    worker_id: str
+    produced_at: int = Field(default_factory=now_ms)
+
+
+class ErrorKind(str, Enum):
+    undecodable = "undecodable"
+    invalid_json = "invalid_json"
+    schema_violation = "schema_violation"
+    too_large = "too_large"
+    duplicate_ids = "duplicate_ids"
+    unknown_feed = "unknown_feed"
+    unknown_model = "unknown_model"
+    deadline_expired = "deadline_expired"
+    scoring_failed = "scoring_failed"
+
+
+class DeadLetter(WireModel):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    payload_b64: str = Field(description="The original message value, base64.")
+    job_id: str | None = Field(None, description="When it could be read from the payload.")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    error_kind: ErrorKind
+    reason: str = Field(description="Human-readable cause.")
+    worker_id: str
+    produced_at: int = Field(default_factory=now_ms)
+
+    @staticmethod
+    def encode_payload(raw: bytes | None) -> str:
+        return base64.b64encode(raw or b"").decode("ascii")
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+WIRE_MODELS: dict[str, type[BaseModel]] = {
+    "rerank_job": RerankJob,
+    "rerank_result": RerankResult,
+    "dead_letter": DeadLetter,
+}

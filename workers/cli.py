@@ -1,0 +1,40 @@
+"""The ``rerank-stream`` command: one entry point, one subcommand per process kind.
+
+Subcommands live next to the code they run; each module exposes ``add_arguments(parser)``
+and ``run(args) -> int``. They are imported lazily so ``rerank-stream schema`` does not pay
+for torch or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve_app.runtime", "Start Ray and the Serve app (reranker replicas + HTTP API)."),
+    "worker": ("workers.runner", "Run the Kafka worker (standalone, or N Ray actors with --ray)."),
+    "demo": ("workers.demo", "End-to-end demo on local Kafka + Redis + Ray Serve."),
+    "schema": ("schemas.export", "Write the JSON Schemas of the wire models."),
+    "config": ("schemas.config_cli", "Print the effective configuration or its documentation table."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="rerank-stream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    module = None
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # import only the module of the command being run
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+    args = parser.parse_args(argv)
+    assert module is not None
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
