@@ -1,0 +1,5 @@
+"""Fixture plugins of the suite, one module per area."""
+
+pytest_plugins = [
+    "tests.fixtures_infra",
+]
