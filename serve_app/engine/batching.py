@@ -1,0 +1,68 @@
+"""Token-budget micro-batching (pure logic, no torch).
+
+Padding a whole job to its longest document wastes most of the compute when lengths vary.
+Sorting by length and cutting batches whose padded size (rows x longest row) stays under a token
+budget removes that waste; the caller restores input order with the returned indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def plan_micro_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Group item indices into batches, shortest first, each with rows*max_len <= max_batch_tokens.
+
+    An item longer than the budget gets a batch of its own (it must still be scored).
+    Every index appears exactly once.
+    """
+    if max_batch_tokens < 1:
+        raise ValueError("max_batch_tokens must be positive")
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[i]  # ascending order: the new item is the longest so far
+        if current and (len(current) + 1) * longest > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Left-pad token id lists to a common length; returns (ids, attention_mask).
+
+    Left padding keeps every sequence's last real token at the last position, which is where
+    a causal reranker is read.
+    """
+    width = max((len(s) for s in seqs), default=0)
+    ids = [[pad_id] * (width - len(s)) + list(s) for s in seqs]
+    mask = [[0] * (width - len(s)) + [1] * len(s) for s in seqs]
+    return ids, mask
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Right-pad token id lists (encoder models, which pool over the mask)."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = [list(s) + [pad_id] * (width - len(s)) for s in seqs]
+    mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
+    return ids, mask
+
+
+def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all sequences (0 for none)."""
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n

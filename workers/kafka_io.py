@@ -1,0 +1,44 @@
+"""Thin constructors of kafka-python clients from settings, so every process connects alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.settings import Settings
+
+
+def make_consumer(settings: Settings, *, group_id: str | None = None, **overrides: Any):
+    from kafka import KafkaConsumer
+
+    opts: dict[str, Any] = dict(
+        settings.kafka.client_options(),
+        group_id=group_id or settings.kafka.group_id,
+        enable_auto_commit=False,  # offsets are committed only after results are acknowledged
+        auto_offset_reset="earliest",
+        max_poll_records=settings.worker.poll_max_records,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        isolation_level="read_committed",
+    )
+    opts.update(overrides)
+    return KafkaConsumer(**opts)
+
+
+def make_producer(settings: Settings, **overrides: Any):
+    from kafka import KafkaProducer
+
+    opts: dict[str, Any] = dict(
+        settings.kafka.client_options(),
+        acks="all",
+        enable_idempotence=True,  # broker de-duplicates producer retries
+        linger_ms=5,
+        compression_type="gzip",  # the only codec kafka-python supports without extras
+    )
+    opts.update(overrides)
+    return KafkaProducer(**opts)
+
+
+def make_admin(settings: Settings, **overrides: Any):
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(**dict(settings.kafka.client_options(), **overrides))

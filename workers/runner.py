@@ -1,0 +1,109 @@
+"""``rerank-stream worker``: run the Kafka worker standalone, or as N Ray actors (``--ray``).
+
+Both modes run the very same ``Worker`` loop; only where the process lives differs. The scorer
+is the Ray Serve deployment handle (``--direct-engine`` loads the model in-process instead,
+for benchmarks and debugging without Serve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from schemas.settings import Settings, load_settings
+
+log = logging.getLogger("workers.runner")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: $RERANK_CONFIG).")
+    parser.add_argument("--ray", action="store_true", help="Run the worker loop in Ray actors in the cluster.")
+    parser.add_argument("--replicas", type=int, default=1, help="Number of worker actors with --ray.")
+    parser.add_argument("--direct-engine", action="store_true", help="Score with an in-process engine instead of Serve.")
+    parser.add_argument("--group-id", help="Consumer group (default: kafka.group_id).")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def make_scorer(settings: Settings, direct_engine: bool = False):
+    from workers.processor import EngineScorer, ServeScorer
+
+    if direct_engine:
+        from serve_app.engine import load_engine
+
+        return EngineScorer(load_engine(settings.model))
+    import ray
+
+    from serve_app.runtime import get_score_handle
+
+    if not ray.is_initialized():
+        ray.init(address=settings.serve.ray_address or "auto", log_to_driver=False, ignore_reinit_error=True)
+    return ServeScorer(get_score_handle(settings), settings.worker.scoring_timeout_s)
+
+
+def run_worker(settings: Settings, *, direct_engine: bool = False, group_id: str | None = None, worker_id: str | None = None) -> int:
+    """One worker in this process until SIGTERM/SIGINT."""
+    from workers.metrics import serve_metrics
+    from workers.worker import Worker
+
+    worker = Worker(settings, make_scorer(settings, direct_engine), group_id=group_id, worker_id=worker_id)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: worker.stop())
+    serve_metrics(settings.worker.metrics_port)
+    print(f"worker {worker.worker_id} ready", flush=True)
+    return worker.run()
+
+
+def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
+    import ray
+
+    ray.init(address=settings.serve.ray_address or "auto", log_to_driver=True, ignore_reinit_error=True)
+
+    @ray.remote(num_cpus=0, max_restarts=-1)
+    class WorkerActor:
+        """Runs the same Worker loop in a thread of the actor process."""
+
+        def __init__(self, settings_json: str, index: int):
+            from workers.worker import Worker, default_worker_id
+
+            s = Settings.model_validate_json(settings_json)
+            self.worker = Worker(s, make_scorer(s), group_id=group_id, worker_id=f"{default_worker_id()}#{index}")
+            self.thread = threading.Thread(target=self.worker.run, daemon=True)
+            self.thread.start()
+
+        def stop(self) -> dict:
+            self.worker.stop()
+            self.thread.join(timeout=120)
+            return dict(self.worker.counts)
+
+        def alive(self) -> bool:
+            return self.thread.is_alive()
+
+    actors = [WorkerActor.remote(settings.model_dump_json(), i) for i in range(replicas)]
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"{replicas} worker actors started", flush=True)
+    while not stop.is_set():
+        time.sleep(0.5)
+    print("stopping worker actors:", ray.get([a.stop.remote() for a in actors]), flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    from workers.topics import MissingTopicsError
+
+    settings = load_settings(args.config)
+    try:
+        if args.ray:
+            return _run_ray(settings, args.replicas, args.group_id)
+        return run_worker(settings, direct_engine=args.direct_engine, group_id=args.group_id)
+    except MissingTopicsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
