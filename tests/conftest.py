@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures_infra",
+    "tests.fixtures_worker",
+    "tests.fixtures_models",
 ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -42,10 +41,10 @@ def make_jobs(prefix: str, n: int, docs: int = 20, feed: str = "recommendation",
 class WorkerProcess:
     """``rerank-stream worker`` in a subprocess; stderr is collected for assertions."""
 
-    def __init__(self, env: dict[str, str], name: str):
+    def __init__(self, env: dict[str, str], name: str, args: list[str] | None = None):
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--log-level", "INFO"],
+            [sys.executable, "-m", "workers.cli", "worker", "--log-level", "INFO", *(args or [])],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
@@ -96,6 +95,7 @@ class WorkerProcess:
 class Pipeline:
     settings: Settings
     env: dict[str, str]
+    worker_args: list[str] = field(default_factory=list)
     workers: list[WorkerProcess] = field(default_factory=list)
     results: dict[str, list[RerankResult]] = field(default_factory=lambda: defaultdict(list))
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -103,7 +103,7 @@ class Pipeline:
     _producer: Any = None
 
     def start_worker(self, **env: str) -> WorkerProcess:
-        w = WorkerProcess({**self.env, **env}, f"w{len(self.workers)}")
+        w = WorkerProcess({**self.env, **env}, f"w{len(self.workers)}", self.worker_args)
         self.workers.append(w)
         return w
 
@@ -162,7 +162,8 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         while len(self.results) < n and time.monotonic() < deadline:
             self.poll(0.05)
-        assert len(self.results) >= n, f"only {len(self.results)} results after {timeout}s"
+        logs = "\n".join(w.output[-3000:] for w in self.workers)
+        assert len(self.results) >= n, f"only {len(self.results)} results after {timeout}s\n{logs}"
 
     def committed(self) -> dict[tuple[str, int], int]:
         from workers.kafka_io import make_admin
@@ -223,10 +224,88 @@ def make_pipeline(kafka_admin, redis_url: str, worker_serve, unique_name: str):
         from workers.topics import required_topics
 
         kafka_admin.create_topics([NewTopic(t, 2, 1) for t in required_topics(settings)])
-        p = Pipeline(settings, env)
+        p = Pipeline(settings, env, list(worker_serve.worker_args))
         made.append(p)
         return p
 
     yield make
+    import redis as redis_lib
+
     for p in made:
         p.close()
+        try:  # drop the test's cache keys (the shared Redis outlives the session)
+            r = redis_lib.Redis.from_url(p.settings.redis.url, socket_timeout=2)
+            keys = list(r.scan_iter(match=p.settings.redis.key_prefix + "*", count=1000))
+            if keys:
+                r.delete(*keys)
+        except redis_lib.RedisError:
+            pass  # e.g. the throwaway Redis of the outage test is gone
+
+
+@dataclass
+class WorkerServe:
+    """How worker subprocesses reach the model: env vars (+ extra CLI args), and the same model in-process."""
+
+    worker_env: dict[str, str]
+    model_path: str
+    worker_args: list[str] = field(default_factory=list)
+    _engine: Any = None
+
+    def direct_engine(self):
+        if self._engine is None:
+            from schemas.settings import ModelSettings
+            from serve_app.engine import load_engine
+
+            self._engine = load_engine(ModelSettings(model=self.model_path, device="cpu"))
+        return self._engine
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def worker_serve(tiny_qwen_dir) -> WorkerServe:
+    """Ray (started in this test process, dies with it) + a Serve app on the tiny Qwen3 model.
+
+    Interim: a minimal deployment exposing the handle interface of serve_app (score(ScoreRequest),
+    info()) until the shared serve fixtures land; worker subprocesses join this Ray cluster.
+    """
+    import ray
+    from ray import serve
+
+    from schemas.settings import ModelSettings
+    from serve_app.engine import load_engine
+
+    model_settings = ModelSettings(model=str(tiny_qwen_dir), device="cpu")
+
+    @serve.deployment(name="Reranker", ray_actor_options={"num_cpus": 0})
+    class TinyReranker:
+        def __init__(self):
+            self.engine = load_engine(model_settings)
+
+        def score(self, req):
+            return self.engine.score(req.query, list(req.documents), instruction=req.instruction, raw_scores=req.raw_scores)
+
+        def info(self):
+            return self.engine.info
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    app_name = "worker-tests"
+    serve.run(TinyReranker.bind(), name=app_name, route_prefix=None)
+    address = ray.get_runtime_context().gcs_address
+    env = {
+        "RERANK_SERVE_RAY_ADDRESS": address,
+        "RERANK_SERVE_APP_NAME": app_name,
+        "RERANK_SERVE_DEPLOYMENT_NAME": "Reranker",
+        "RERANK_MODEL": str(tiny_qwen_dir),
+        "RERANK_MODEL_DEVICE": "cpu",
+    }
+    yield WorkerServe(env, str(tiny_qwen_dir))
+    serve.shutdown()
+    ray.shutdown()

@@ -23,6 +23,12 @@ def _free_port() -> int:
 def cache(redis_url: str, unique_name: str) -> ScoreCache:
     c = ScoreCache(RedisSettings(url=redis_url, key_prefix=f"{unique_name}:", ttl_s=60))
     yield c
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(match=f"{unique_name}:*"))
+    if keys:
+        r.delete(*keys)
     c.close()
 
 

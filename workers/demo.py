@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from importlib import resources
-from typing import Any
 
 from schemas.messages import DeadLetter, RerankJob, RerankResult
 from schemas.settings import FeedSettings, Settings, load_settings
@@ -125,8 +124,18 @@ def _cleanup(settings: Settings) -> None:
         pass
 
 
+def _runtime_call(runtime: object, names: tuple[str, ...], arg: object) -> object:
+    """serve_app.runtime owns starting/stopping Ray + the Serve app; the demo only asks it to."""
+    for name in names:
+        fn = getattr(runtime, name, None)
+        if callable(fn):
+            return fn(arg)
+    raise RuntimeError(f"serve_app.runtime provides none of {names}")
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # rebalance chatter is not demo output
     t_start = time.perf_counter()
     run_id = uuid.uuid4().hex[:6]
     settings = demo_settings(load_settings(args.config), run_id)
@@ -136,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     from workers.worker import Worker
 
     _say(f"starting Ray + Serve with model {settings.model.model!r} (first start takes a while)...")
-    started = runtime.start_demo_app(settings) if hasattr(runtime, "start_demo_app") else runtime.start(settings)
+    started = _runtime_call(runtime, ("start", "start_serve", "start_app"), settings)
     worker = None
     thread = None
     try:
@@ -151,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
             print("!" * 78 + "\n", flush=True)
         _say(f"serving {scorer.model.id} (kind {scorer.model.kind}, revision {scorer.model.revision})")
         _say(f"Kafka {settings.kafka.bootstrap_servers}, Redis {settings.redis.url}; creating demo topics and starting the worker")
+        from workers.topics import ensure_topics
+
+        ensure_topics(settings)
         worker = Worker(settings, scorer, worker_id=f"demo-{run_id}")
         thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
         thread.start()
@@ -184,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             worker.stop()
             thread.join(timeout=60)
         try:
-            (runtime.stop_demo_app if hasattr(runtime, "stop_demo_app") else runtime.stop)(started)
+            _runtime_call(runtime, ("stop", "stop_serve", "stop_app"), started)
         except Exception as exc:  # noqa: BLE001
             _say(f"stopping Serve failed: {exc!r}")
         _cleanup(settings)

@@ -19,6 +19,7 @@ def make_consumer(settings: Settings, *, group_id: str | None = None, **override
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         isolation_level="read_committed",
+        metadata_max_age_ms=10_000,  # notice new topics / partitions (and rebalance) within 10 s
     )
     opts.update(overrides)
     return KafkaConsumer(**opts)

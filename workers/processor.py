@@ -45,16 +45,13 @@ class EngineScorer:
     """In-process engine (serve_app.engine): unit tests and benchmarks."""
 
     def __init__(self, engine: Any):
-        from serve_app.engine import ScoreRequest
-
         self._engine = engine
-        self._request = ScoreRequest
         self.model, self.fingerprint = _model_ref(engine.info)
         self.calls = 0
 
     def score(self, query: str, documents: Sequence[str], instruction: str) -> list[float]:
         self.calls += 1
-        return _scores_of(self._engine.score(self._request(query=query, documents=list(documents), instruction=instruction)))
+        return _scores_of(self._engine.score(query, list(documents), instruction=instruction))
 
 
 class ServeScorer:
@@ -66,7 +63,7 @@ class ServeScorer:
         self._handle = handle
         self._request = ScoreRequest
         self._timeout_s = timeout_s
-        self.model, self.fingerprint = _model_ref(handle.info.remote().result(timeout_s=timeout_s))
+        self.model, self.fingerprint = _model_ref(handle.info.remote().result(timeout_s=max(timeout_s, 60.0)))
 
     def score(self, query: str, documents: Sequence[str], instruction: str) -> list[float]:
         req = self._request(query=query, documents=list(documents), instruction=instruction)

@@ -37,10 +37,16 @@ def make_scorer(settings: Settings, direct_engine: bool = False):
         return EngineScorer(load_engine(settings.model))
     import ray
 
-    from serve_app.runtime import get_score_handle
-
     if not ray.is_initialized():
         ray.init(address=settings.serve.ray_address or "auto", log_to_driver=False, ignore_reinit_error=True)
+    try:
+        from serve_app.runtime import get_score_handle
+    except ImportError:  # serve_app.runtime not installed: address the deployment by its configured name
+        from ray import serve
+
+        def get_score_handle(s: Settings):
+            return serve.get_deployment_handle(s.serve.deployment_name, app_name=s.serve.app_name)
+
     return ServeScorer(get_score_handle(settings), settings.worker.scoring_timeout_s)
 
 
@@ -87,7 +93,8 @@ def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"{replicas} worker actors started", flush=True)
+    ray.get([a.alive.remote() for a in actors])  # constructors done: consuming
+    print(f"{replicas} worker actors ready", flush=True)
     while not stop.is_set():
         time.sleep(0.5)
     print("stopping worker actors:", ray.get([a.stop.remote() for a in actors]), flush=True)

@@ -97,6 +97,7 @@ class Worker:
             def on_partitions_assigned(self, assigned):
                 log.info("%s assigned %s", worker.worker_id, sorted((tp.topic, tp.partition) for tp in assigned))
 
+        self._await_partition_metadata()
         self._consumer.subscribe(self.settings.kafka.input_topics, listener=Listener())
         log.info("worker %s consuming %s (group %s)", self.worker_id, self.settings.kafka.input_topics, self.group_id)
         last_commit = time.monotonic()
@@ -121,6 +122,17 @@ class Worker:
             log.error("worker stopped on error: %r", self.fatal)
             return 1
         return 0
+
+    def _await_partition_metadata(self, timeout_s: float = 30.0) -> None:
+        """Join the group only once the consumer knows every input topic's partitions.
+
+        A member that joins before a freshly created topic's metadata arrives is assigned nothing
+        and would wait for the next metadata refresh to rebalance.
+        """
+        deadline = time.monotonic() + timeout_s
+        for topic in self.settings.kafka.input_topics:
+            while not self._consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+                time.sleep(0.1)
 
     def _shutdown(self) -> None:
         self._pool.shutdown(wait=True)  # in-flight jobs finish and are published
@@ -181,7 +193,7 @@ class Worker:
             self._consumer.resume(*self._consumer.paused())
             self._paused = False
 
-    def _commit(self, final: bool = False) -> None:
+    def _commit(self, final: bool = False, in_callback: bool = False) -> None:
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
@@ -191,8 +203,14 @@ class Worker:
         positions = self._positions()
         if not positions:
             return
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in positions.items()}
         try:
-            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in positions.items()})
+            if in_callback:
+                # kafka-python 3 runs rebalance listeners on its IO thread, where a blocking commit
+                # is refused; the async commit is queued ahead of the re-join, with this generation.
+                self._consumer.commit_async(offsets)
+            else:
+                self._consumer.commit(offsets)
             self.tracker.mark_committed(positions)
         except Exception as exc:  # noqa: BLE001 - e.g. rebalance in progress: retried next interval
             log.warning("offset commit failed (%r); will retry", exc)
@@ -225,11 +243,13 @@ class Worker:
         if self._closing:
             self.tracker.forget(keys)
             return
-        deadline = time.monotonic() + 10
+        # Bounded: this blocks the consumer's IO thread (and its heartbeats), so stay well below
+        # the session timeout; whatever is still unfinished is redelivered to the next owner.
+        deadline = time.monotonic() + 3
         while self.tracker.in_flight() and time.monotonic() < deadline:
             self._producer.flush(timeout=1)
             time.sleep(0.02)
-        self._commit()
+        self._commit(in_callback=True)
         self.tracker.forget(keys)
 
     def _report_lag(self) -> None:
@@ -255,7 +275,11 @@ class Worker:
                     model_ms = self.processor.score_misses(prep)
                     break
                 except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then dead-lettered
-                    if attempt == w.scoring_retries or self.stop_event.is_set() and attempt > 0:
+                    if self.stop_event.is_set():
+                        # Shutting down: leave the offset uncommitted so the next owner retries it.
+                        log.warning("job %s not scored before shutdown (%r); it will be redelivered", prep.job.job_id, exc)
+                        return
+                    if attempt == w.scoring_retries:
                         self._dead_letter(
                             rec,
                             Rejection(ErrorKind.scoring_failed, f"scoring failed after {attempt + 1} attempts: {exc!r}"[:2000], prep.job.job_id),

@@ -65,6 +65,7 @@ class BiEncoderScorer:
         self.max_batch_tokens = max_batch_tokens
         self.pooling = read_pooling_mode(path)
         self.pad_id = int(tokenizer.pad_token_id or 0)
+        self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None):
         if not documents:
@@ -100,5 +101,6 @@ class BiEncoderScorer:
         ids, mask = pad_right(seqs, self.pad_id)
         ids_t = torch.tensor(ids, device=self.device)
         mask_t = torch.tensor(mask, device=self.device)
-        hidden = self.model(input_ids=ids_t, attention_mask=mask_t, token_type_ids=torch.zeros_like(ids_t)).last_hidden_state
+        kwargs = {"token_type_ids": torch.zeros_like(ids_t)} if self.uses_token_types else {}
+        hidden = self.model(input_ids=ids_t, attention_mask=mask_t, **kwargs).last_hidden_state
         return pool(hidden.to(torch.float32), mask_t, self.pooling)

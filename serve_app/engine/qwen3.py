@@ -38,6 +38,7 @@ class Qwen3Scorer:
     default_instruction = QWEN3_DEFAULT_INSTRUCTION
 
     def __init__(self, model, tokenizer, *, max_length: int, max_batch_tokens: int, prefix_reuse: bool = True):
+        self.model = model  # kept for callers that need the full LM (the benchmark baseline)
         self.base = model.get_decoder()
         self.device = next(model.parameters()).device
         yes, no = yes_no_ids(tokenizer)
