@@ -89,16 +89,37 @@ def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
         def alive(self) -> bool:
             return self.thread.is_alive()
 
+        def partitions(self) -> int:
+            return len(self.worker.assignment)
+
     actors = [WorkerActor.remote(settings.model_dump_json(), i) for i in range(replicas)]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    ray.get([a.alive.remote() for a in actors])  # constructors done: consuming
+    ray.get([a.alive.remote() for a in actors])  # constructors done
+    _await_assignments(actors)
     print(f"{replicas} worker actors ready", flush=True)
     while not stop.is_set():
         time.sleep(0.5)
     print("stopping worker actors:", ray.get([a.stop.remote() for a in actors]), flush=True)
     return 0
+
+
+def _await_assignments(actors: list, timeout_s: float = 60.0) -> None:
+    """Ready = every actor owns partitions (the group has settled), or the timeout passed.
+
+    With more actors than input partitions some stay idle by design; that is logged, not fatal.
+    """
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    counts: list[int] = []
+    while time.monotonic() < deadline:
+        counts = ray.get([a.partitions.remote() for a in actors])
+        if all(counts):
+            return
+        time.sleep(0.2)
+    log.warning("worker actors own %s partitions after %.0f s; idle actors wait for a rebalance", counts, timeout_s)
 
 
 def run(args: argparse.Namespace) -> int:

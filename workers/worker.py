@@ -63,6 +63,7 @@ class Worker:
         self._producer = None
         self._eos = settings.kafka.exactly_once
         self._closing = False
+        self.assignment: frozenset = frozenset()  # partitions owned now (set by the rebalance listener)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class Worker:
                 worker._on_revoked(revoked)
 
             def on_partitions_assigned(self, assigned):
+                worker.assignment = frozenset(assigned)
                 log.info("%s assigned %s", worker.worker_id, sorted((tp.topic, tp.partition) for tp in assigned))
 
         self._await_partition_metadata()
