@@ -147,6 +147,10 @@ class ModelSettings(Section):
         description="Extra model names a job may ask for (comma separated); the served model is always allowed.",
     )
 
+    def allowed_names(self, served_id: str | None = None) -> set[str]:
+        """Model names a job or HTTP request may ask for: the configured, the served and the extra ones."""
+        return set(self.allowed_models) | {self.model} | ({served_id} if served_id else set())
+
 
 class ServeSettings(Section):
     app_name: str = Field("rerank", description="Ray Serve application name.")
@@ -169,14 +173,30 @@ class ServeSettings(Section):
     lag_per_replica: int = Field(
         200, ge=1, description="Kafka backlog (jobs) one replica is expected to absorb; more backlog asks for more replicas."
     )
+    scale_on_kafka_lag: bool = Field(
+        True, description="Also scale on the workers' Kafka consumer lag (off: queue depth only, e.g. HTTP-only use)."
+    )
     lag_poll_interval_s: float = Field(2.0, gt=0, description="How often the autoscaling policy reads consumer lag, seconds.")
     max_batch_size: int = Field(8, ge=1, description="Jobs merged into one @serve.batch call.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill, seconds.")
-    max_concurrent_batches: int = Field(1, ge=1, description="Batches a replica runs at once.")
     max_ongoing_requests: int | None = Field(
-        None, ge=1, description="Requests in a replica at once; default max_batch_size * max_concurrent_batches * 2."
+        None,
+        ge=1,
+        description=(
+            "Requests in a replica at once; default 2 * max_batch_size (one batch computing, one filling). "
+            "A replica runs one batch at a time: the engine owns the device."
+        ),
     )
     max_queued_requests: int = Field(256, ge=-1, description="Per-caller queue cap; beyond it HTTP answers 503 (-1 = unbounded).")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads per replica; unset = the replica's num_cpus (at least 1)."
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="HTTP API: longest wait for scores before answering 504.")
+
+    @property
+    def ongoing_requests(self) -> int:
+        """Effective max_ongoing_requests (keeps batches full: >= max_batch_size)."""
+        return self.max_ongoing_requests or 2 * self.max_batch_size
 
 
 class LimitsSettings(Section):
@@ -217,6 +237,13 @@ class Settings(BaseModel):
     def _replica_bounds(cls, v: ServeSettings) -> ServeSettings:
         if v.min_replicas > v.max_replicas:
             raise ValueError(f"serve.min_replicas ({v.min_replicas}) > serve.max_replicas ({v.max_replicas})")
+        if v.max_ongoing_requests is not None and v.max_ongoing_requests < v.max_batch_size:
+            raise ValueError(
+                f"serve.max_ongoing_requests ({v.max_ongoing_requests}) < serve.max_batch_size ({v.max_batch_size}): "
+                "batches could never fill"
+            )
+        if v.look_back_period_s <= v.metrics_interval_s:
+            raise ValueError("serve.look_back_period_s must exceed serve.metrics_interval_s")
         return v
 
 

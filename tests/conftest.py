@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures_infra",
+    "tests.fixtures_serve",
     "tests.fixtures_worker",
     "tests.fixtures_models",
 ]

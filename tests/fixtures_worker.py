@@ -260,52 +260,17 @@ class WorkerServe:
         return self._engine
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def worker_serve(tiny_qwen_dir) -> WorkerServe:
-    """Ray (started in this test process, dies with it) + a Serve app on the tiny Qwen3 model.
-
-    Interim: a minimal deployment exposing the handle interface of serve_app (score(ScoreRequest),
-    info()) until the shared serve fixtures land; worker subprocesses join this Ray cluster.
-    """
+def worker_serve(serve_stack, tiny_qwen_dir) -> WorkerServe:
+    """Worker subprocesses join the test process's Ray cluster and score on the shared test app."""
     import ray
-    from ray import serve
 
-    from schemas.settings import ModelSettings
-    from serve_app.engine import load_engine
-
-    model_settings = ModelSettings(model=str(tiny_qwen_dir), device="cpu")
-
-    @serve.deployment(name="Reranker", ray_actor_options={"num_cpus": 0})
-    class TinyReranker:
-        def __init__(self):
-            self.engine = load_engine(model_settings)
-
-        def score(self, req):
-            return self.engine.score(req.query, list(req.documents), instruction=req.instruction, raw_scores=req.raw_scores)
-
-        def info(self):
-            return self.engine.info
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
-    app_name = "worker-tests"
-    serve.run(TinyReranker.bind(), name=app_name, route_prefix=None)
-    address = ray.get_runtime_context().gcs_address
+    s = serve_stack.settings
     env = {
-        "RERANK_SERVE_RAY_ADDRESS": address,
-        "RERANK_SERVE_APP_NAME": app_name,
-        "RERANK_SERVE_DEPLOYMENT_NAME": "Reranker",
+        "RERANK_SERVE_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "RERANK_SERVE_APP_NAME": s.serve.app_name,
+        "RERANK_SERVE_DEPLOYMENT_NAME": s.serve.deployment_name,
         "RERANK_MODEL": str(tiny_qwen_dir),
         "RERANK_MODEL_DEVICE": "cpu",
     }
-    yield WorkerServe(env, str(tiny_qwen_dir))
-    serve.shutdown()
-    ray.shutdown()
+    return WorkerServe(env, str(tiny_qwen_dir))

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from schemas.settings import RedisSettings
 from workers.cache import CacheQuery, ScoreCache, cache_key, decode_score, encode_score
+from tests.fixtures_serve import free_port
 
 DOCS = ["ein Fahrrad", "a bicycle", "un vélo", ""]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -83,7 +78,7 @@ def test_disabled_is_a_no_op():
 
 
 def test_redis_down_never_raises_counts_bypass_and_backs_off(caplog):
-    c = ScoreCache(RedisSettings(url=f"redis://127.0.0.1:{_free_port()}/0", timeout_s=0.2), log_interval_s=60)
+    c = ScoreCache(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2), log_interval_s=60)
     with caplog.at_level("WARNING", logger="workers.cache"):
         assert c.lookup("fp", "k", "i", "q", ["a", "b"]) == [None, None]
         c.store("fp", "k", "i", "q", ["a"], [0.5])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,6 +12,7 @@ import pytest
 
 from schemas.messages import Candidate, ErrorKind, RerankJob, now_ms
 from tests.fixtures_worker import make_jobs
+from tests.fixtures_serve import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -157,14 +157,9 @@ def test_two_workers_in_one_group_split_partitions(make_pipeline):
     assert all(len(r) == 1 for r in p.results.values())  # stable group: no reprocessing
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_redis_stopped_mid_run_results_still_produced_and_bypass_counted(make_pipeline):
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

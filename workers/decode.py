@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from schemas.limits import check_limits
 from schemas.messages import ErrorKind, RerankJob, now_ms
 from schemas.settings import Settings
 
@@ -26,11 +27,6 @@ def _job_id_of(obj: object) -> str | None:
     if isinstance(obj, dict) and isinstance(obj.get("job_id"), str):
         return obj["job_id"][:256]
     return None
-
-
-def estimate_tokens(text: str) -> int:
-    """Cheap upper-ish bound of tokens (about 1 per 3 characters), for the request size limit."""
-    return len(text) // 3 + 1
 
 
 def decode_job(raw: bytes | None, topic: str, settings: Settings, served_model: str | None = None) -> RerankJob | Rejection:
@@ -65,29 +61,14 @@ def decode_job(raw: bytes | None, topic: str, settings: Settings, served_model: 
     if expected is not None and expected != job.feed:
         return Rejection(ErrorKind.unknown_feed, f"feed {job.feed!r} sent to topic {topic!r} of feed {expected!r}", job.job_id)
     if job.model is not None:
-        allowed = set(settings.model.allowed_models) | {settings.model.model}
-        if served_model:
-            allowed.add(served_model)
+        allowed = settings.model.allowed_names(served_model)
         if job.model not in allowed:
             return Rejection(ErrorKind.unknown_model, f"model {job.model!r} not served; allowed: {sorted(allowed)}", job.job_id)
-    if len(job.candidates) > limits.max_documents:
-        return Rejection(ErrorKind.too_large, f"{len(job.candidates)} candidates, limit {limits.max_documents}", job.job_id)
-    instruction = job.instruction or ""
-    for name, value in (("query", job.query), ("instruction", instruction)):
-        if len(value) > limits.max_query_chars:
-            return Rejection(ErrorKind.too_large, f"{name} has {len(value)} characters, limit {limits.max_query_chars}", job.job_id)
-    prefix_tokens = estimate_tokens(job.query) + estimate_tokens(instruction)
-    total_tokens = 0
-    for c in job.candidates:
-        if len(c.text) > limits.max_document_chars:
-            return Rejection(
-                ErrorKind.too_large,
-                f"candidate {c.id!r} has {len(c.text)} characters, limit {limits.max_document_chars}",
-                job.job_id,
-            )
-        total_tokens += prefix_tokens + estimate_tokens(c.text)
-    if total_tokens > limits.max_total_tokens:
-        return Rejection(ErrorKind.too_large, f"about {total_tokens} tokens, limit {limits.max_total_tokens}", job.job_id)
+    violation = check_limits(
+        limits, job.query, job.instruction or "", [c.text for c in job.candidates], [c.id for c in job.candidates]
+    )
+    if violation is not None:
+        return Rejection(ErrorKind.too_large, f"{violation.message} ({violation.limit})", job.job_id)
     if deadline_passed(job):
         return Rejection(ErrorKind.deadline_expired, f"deadline of {job.deadline_ms} ms after created_at passed", job.job_id)
     return job

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.messages import ModelRef, RankedCandidate, RerankJob, RerankResult, Timings, now_ms
+from schemas.ranking import best_first
 from schemas.settings import Settings
 from workers.cache import CacheQuery, ScoreCache
 
@@ -164,9 +165,9 @@ _UNSET = object()
 
 
 def rank(job: RerankJob, scores: Sequence[float], top_k: Any = _UNSET) -> list[RankedCandidate]:
-    """Best first; ties keep input order so results are deterministic across replays."""
+    """Best first (ties in input order); top_k None = every candidate."""
     k = job.top_k if top_k is _UNSET else top_k
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    order = best_first(scores)
     if k is not None:
         order = order[:k]
     return [RankedCandidate(id=job.candidates[i].id, score=scores[i], rank=n) for n, i in enumerate(order, 1)]

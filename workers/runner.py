@@ -39,13 +39,7 @@ def make_scorer(settings: Settings, direct_engine: bool = False):
 
     if not ray.is_initialized():
         ray.init(address=settings.serve.ray_address or "auto", log_to_driver=False, ignore_reinit_error=True)
-    try:
-        from serve_app.runtime import get_score_handle
-    except ImportError:  # serve_app.runtime not installed: address the deployment by its configured name
-        from ray import serve
-
-        def get_score_handle(s: Settings):
-            return serve.get_deployment_handle(s.serve.deployment_name, app_name=s.serve.app_name)
+    from serve_app.runtime import get_score_handle
 
     return ServeScorer(get_score_handle(settings), settings.worker.scoring_timeout_s)
 

@@ -1,0 +1,132 @@
+"""Autoscaling on queue depth, plus the Kafka backlog the replicas have not even seen yet.
+
+Ray Serve's built-in signal (ongoing requests per replica vs ``target_ongoing_requests``) only
+sees requests already sent to the deployment. Workers cap their in-flight jobs, so a growing
+Kafka backlog is invisible to it. ``QueueDepthLagPolicy`` asks for
+``max(queue-based, ceil(lag / lag_per_replica))`` replicas; Serve then applies the
+upscale/downscale delays and the min/max bounds. The lag is read in a background thread: the
+controller calls the policy every ~100 ms and must never wait on a broker. Without Kafka (or
+when readings fail or go stale) the policy is exactly the built-in one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+from ray.serve.autoscaling_policy import replica_queue_length_autoscaling_policy
+
+log = logging.getLogger("ray.serve")
+
+
+def decide(queue_desired: float, lag: int | None, lag_per_replica: int, lo: int, hi: int) -> tuple[int, str]:
+    """Desired replicas within [lo, hi] and which signal drove the decision."""
+    desired, reason = math.ceil(queue_desired), "queue"
+    if lag is not None:
+        lag_desired = math.ceil(lag / lag_per_replica)
+        if lag_desired > desired:
+            desired, reason = lag_desired, "lag"
+    return max(lo, min(hi, desired)), reason
+
+
+class QueueDepthLagPolicy:
+    """Class-based Serve autoscaling policy; kwargs come from ``policy_kwargs`` (JSON).
+
+    ``kafka``: None = queue depth only; a dict of KafkaSettings fields = connection overrides on
+    top of the controller's environment ({} = all from the environment).
+    """
+
+    def __init__(
+        self,
+        kafka: dict[str, Any] | None = None,
+        group_id: str | None = None,
+        topics: list[str] | None = None,
+        lag_per_replica: int = 200,
+        poll_interval_s: float = 2.0,
+        source: Any = None,
+    ):
+        self.lag_per_replica = lag_per_replica
+        self.poll_interval_s = poll_interval_s
+        self.stale_after_s = max(3 * poll_interval_s, 10.0)
+        self._source = source
+        if source is None and kafka is not None:
+            from schemas.settings import load_settings
+            from serve_app.lag import KafkaLagSource
+
+            # Connection from the kwargs; secrets (SASL password) from the controller's environment.
+            settings = load_settings().kafka.model_copy(update=kafka)
+            self._source = KafkaLagSource(settings, group_id or settings.group_id, topics)
+        self._reading: Any = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._last_error_log = 0.0
+        self._last: tuple[int, str] | None = None
+        self._gauges: dict[str, Any] | None = None
+        self.decisions: list[dict[str, Any]] = []  # recent decisions (inputs and outcome)
+
+    # -- lag reading, off the controller's loop --------------------------------------------------
+
+    def _poll_forever(self) -> None:
+        while True:
+            try:
+                reading = self._source.read()
+                with self._lock:
+                    self._reading = reading
+            except Exception as exc:  # noqa: BLE001 - a broker outage means "no lag signal"
+                if time.monotonic() - self._last_error_log > 60:
+                    log.warning("autoscaling: cannot read Kafka lag (%r); using queue depth only", exc)
+                    self._last_error_log = time.monotonic()
+                self._source.close()
+            time.sleep(self.poll_interval_s)
+
+    def current_lag(self) -> int | None:
+        """Latest fresh total lag, or None (no Kafka, no reading yet, or stale)."""
+        if self._source is None:
+            return None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._poll_forever, name="kafka-lag", daemon=True)
+            self._thread.start()
+        with self._lock:
+            reading = self._reading
+        if reading is None or time.time() - reading.at > self.stale_after_s:
+            return None
+        return reading.total
+
+    # -- the policy ---------------------------------------------------------------------------------
+
+    def __call__(self, ctx) -> tuple[float, dict[str, Any]]:
+        queue_desired, state = replica_queue_length_autoscaling_policy(ctx)
+        lag = self.current_lag()
+        lo = getattr(ctx, "capacity_adjusted_min_replicas", 0) or 0
+        hi = getattr(ctx, "capacity_adjusted_max_replicas", None) or max(ctx.current_num_replicas, 1) * 1000
+        desired, reason = decide(queue_desired, lag, self.lag_per_replica, lo, hi)
+        self._report(ctx, queue_desired, lag, desired, reason)
+        return desired, state
+
+    def _report(self, ctx, queue_desired: float, lag: int | None, desired: int, reason: str) -> None:
+        decision = {
+            "at": time.time(), "current": ctx.current_num_replicas, "requests": float(ctx.total_num_requests),
+            "queue_desired": float(queue_desired), "lag": lag, "desired": desired, "reason": reason,
+        }
+        self.decisions = (self.decisions + [decision])[-100:]
+        if (desired, reason) != self._last:
+            log.info("autoscaling %s: %s", getattr(ctx, "deployment_name", "?"), decision)
+            self._last = (desired, reason)
+        try:
+            if self._gauges is None:
+                from ray.util.metrics import Gauge
+
+                self._gauges = {
+                    "lag": Gauge("rerank_autoscaler_kafka_lag", "Kafka backlog seen by the autoscaling policy (jobs)."),
+                    "desired": Gauge("rerank_autoscaler_desired_replicas", "Replicas the policy asks for."),
+                    "queue": Gauge("rerank_autoscaler_queue_desired_replicas", "Replicas the queue depth alone asks for."),
+                }
+            self._gauges["desired"].set(desired)
+            self._gauges["queue"].set(float(queue_desired))
+            if lag is not None:
+                self._gauges["lag"].set(lag)
+        except Exception:  # noqa: BLE001 - metrics are best effort (e.g. outside a Ray worker)
+            pass

@@ -1,0 +1,74 @@
+"""The ``Reranker`` deployment: one replica = one model copy on one device.
+
+Concurrent jobs (a job = one query and its document list, never a single document) are merged
+by ``@serve.batch`` into one ``engine.score_many`` call, where the engine's token budget forms
+the micro-batches. The forward pass runs in a one-thread executor so the event loop keeps
+accepting requests, and the next batch fills while the current one computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from ray import serve
+
+from schemas.settings import Settings
+from serve_app.engine import ModelInfo, ScoreRequest, load_engine
+
+log = logging.getLogger("ray.serve")
+
+# Placeholders; the real values come from settings and are set per replica in __init__.
+_DEFAULT_BATCH = 8
+_DEFAULT_WAIT_S = 0.005
+
+
+def torch_threads(settings: Settings) -> int:
+    """Intra-op threads of one replica: explicit setting, else its CPU reservation, at least 1."""
+    return settings.serve.torch_threads or max(1, int(settings.serve.num_cpus))
+
+
+class Reranker:
+    """Methods called through the deployment handle by the HTTP API and the Kafka workers."""
+
+    def __init__(self, settings_json: str):
+        import torch
+
+        settings = Settings.model_validate_json(settings_json)
+        torch.set_num_threads(torch_threads(settings))
+        self.engine = load_engine(settings.model)  # raises: the replica never becomes ready
+        self._batched.set_max_batch_size(settings.serve.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(settings.serve.batch_wait_timeout_s)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="forward")
+        self._batch_jobs: Counter[int] = Counter()
+        log.info(
+            "Reranker replica pid=%d ready: %s on %s (%d torch threads)",
+            os.getpid(), self.engine.info.fingerprint, self.engine.info.device, torch.get_num_threads(),
+        )
+
+    async def score(self, request: ScoreRequest) -> list[float]:
+        """Scores of one job's documents, in input order."""
+        return await self._batched(request)
+
+    @serve.batch(max_batch_size=_DEFAULT_BATCH, batch_wait_timeout_s=_DEFAULT_WAIT_S)
+    async def _batched(self, requests: list[ScoreRequest]) -> list[list[float]]:
+        self._batch_jobs[len(requests)] += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.engine.score_many, requests)
+
+    def info(self) -> ModelInfo:
+        return self.engine.info
+
+    def default_instruction(self) -> str | None:
+        """The instruction the model uses when a request brings none (part of the cache key)."""
+        return self.engine.default_instruction
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return self.engine.count_tokens(texts)
+
+    def batch_stats(self) -> dict[int, int]:
+        """Jobs per batch -> number of batches, since the replica started (tests, debugging)."""
+        return dict(self._batch_jobs)
