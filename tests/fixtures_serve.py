@@ -5,19 +5,13 @@ as ``rerank-stream serve`` starts them.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from dataclasses import dataclass
 
 import pytest
 
 from schemas.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from serve_app.runtime import free_port
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 
 from schemas.settings import RedisSettings
 from workers.cache import CacheQuery, ScoreCache, cache_key, decode_score, encode_score
-from tests.fixtures_serve import free_port
+from serve_app.runtime import free_port
 
 DOCS = ["ein Fahrrad", "a bicycle", "un vélo", ""]
 

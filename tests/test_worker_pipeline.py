@@ -12,7 +12,7 @@ import pytest
 
 from schemas.messages import Candidate, ErrorKind, RerankJob, now_ms
 from tests.fixtures_worker import make_jobs
-from tests.fixtures_serve import free_port
+from serve_app.runtime import free_port
 
 pytestmark = pytest.mark.slow
 
