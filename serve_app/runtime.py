@@ -46,12 +46,17 @@ def start(settings: Settings, *, timeout_s: float = 600) -> Started:
         else:
             ray.init(include_dashboard=settings.serve.include_dashboard, log_to_driver=False)
             started_ray = True
-    serve.start(http_options={"host": settings.serve.http_host, "port": settings.serve.http_port})
+    started = Started(settings.serve.app_name, started_ray)
     t0 = time.monotonic()
-    serve.run(build_app(settings), name=settings.serve.app_name, route_prefix=settings.serve.route_prefix)
-    _wait_running(settings, timeout_s - (time.monotonic() - t0))
+    try:
+        serve.start(http_options={"host": settings.serve.http_host, "port": settings.serve.http_port})
+        serve.run(build_app(settings), name=settings.serve.app_name, route_prefix=settings.serve.route_prefix)
+        _wait_running(settings, timeout_s - (time.monotonic() - t0))
+    except BaseException:
+        stop(started)  # leave nothing half-started behind
+        raise
     log.info("app %r running in %.1f s", settings.serve.app_name, time.monotonic() - t0)
-    return Started(settings.serve.app_name, started_ray)
+    return started
 
 
 def _wait_running(settings: Settings, timeout_s: float) -> None:
@@ -101,7 +106,8 @@ def stop(started: Started) -> None:
     from ray import serve
 
     try:
-        serve.delete(started.app_name)
+        if serve.status().applications.get(started.app_name) is not None:
+            serve.delete(started.app_name)
     finally:
         if started.started_ray:
             serve.shutdown()
@@ -115,14 +121,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from serve_app.engine import ModelUnavailableError
+    from serve_app.engine import ModelKindError, ModelUnavailableError
 
     settings = load_settings(args.config)
     try:
         started = start(settings)
-    except ModelUnavailableError as exc:
+    except (ModelUnavailableError, ModelKindError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (RuntimeError, TimeoutError) as exc:  # e.g. replicas failed to start
+        print(f"error: the Serve app did not start: {exc}", file=sys.stderr)
+        return 1
     s = settings.serve
     print(f"serving on http://{s.http_host}:{s.http_port}{s.route_prefix.rstrip('/')}/v1/rerank "
           f"(docs at /docs); Ctrl-C stops", flush=True)
