@@ -36,10 +36,10 @@ services-status:
 	deploy/local/services.sh status
 
 bench-engine: install
-	$(PY) -m load_tests.bench_engine --quick
+	$(PY) -m load_tests.bench_engine --quick --save
 
 bench-serve: install
-	deploy/local/with-services.sh $(PY) -m load_tests.bench_serve --quick
+	deploy/local/with-services.sh $(PY) -m load_tests.bench_serve --quick --save
 
 bench-pipeline: install
 	deploy/local/with-services.sh $(PY) -m load_tests.bench_pipeline --quick

@@ -73,10 +73,10 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one job of 16 documents, one repetition (< 3 min on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="one job of 12 documents, one repetition (< 3 min on 2 CPU cores)")
     ap.add_argument("--save", action="store_true", help="write load_tests/results/engine-<UTC timestamp>.json")
     ap.add_argument("--jobs", type=int, help="jobs (default 1 quick, 3 full)")
-    ap.add_argument("--docs", type=int, help="documents per job (default 16 quick, 50 full CPU, 100 full GPU)")
+    ap.add_argument("--docs", type=int, help="documents per job (default 12 quick, 50 full CPU, 100 full GPU)")
     ap.add_argument("--repeats", type=int, help="timed repetitions, median reported (default 1 quick, 3 full)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="auto = bfloat16 on CUDA, float32 on CPU")
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"
     jobs_n = args.jobs or (1 if args.quick else 3)
-    docs_n = args.docs or (16 if args.quick else (100 if gpu else 50))
+    docs_n = args.docs or (12 if args.quick else (100 if gpu else 50))
     repeats = args.repeats or (1 if args.quick else 3)
 
     path = model_dir(28)

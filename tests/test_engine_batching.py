@@ -15,8 +15,16 @@ def test_plan_covers_every_index_once_within_budget():
     assert sorted(flat) == list(range(300))
     for b in batches:
         assert len(b) * max(lengths[i] for i in b) <= 2048
+        padded = len(b) * max(lengths[i] for i in b)
+        assert len(b) == 1 or padded - sum(lengths[i] for i in b) <= 0.2 * padded  # little padding
     maxima = [max(lengths[i] for i in b) for b in batches]
     assert maxima == sorted(maxima)  # shortest first
+
+
+def test_a_job_that_fits_the_budget_is_still_split_by_length():
+    lengths = [16, 20, 24, 500, 510]
+    assert plan_micro_batches(lengths, 100_000) == [[0, 1, 2], [3, 4]]
+    assert plan_micro_batches([100] * 10, 100_000) == [list(range(10))]  # equal lengths: one batch
 
 
 def test_oversized_item_gets_its_own_batch_and_empty_input():
