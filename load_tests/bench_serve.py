@@ -42,11 +42,6 @@ def make_jobs(n: int, docs: int, seed: int = 0) -> list[tuple[str, list[str]]]:
     return jobs
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
 def run_concurrent(fn, jobs, concurrency: int) -> tuple[float, list[float]]:
     """Wall seconds for all jobs and per-job latencies (ms), `concurrency` in flight."""
     def one(job):
@@ -73,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     import torch
 
+    from load_tests.report import percentile
     from schemas.settings import Settings, load_settings
     from serve_app import runtime
     from serve_app.runtime import free_port

@@ -19,7 +19,8 @@ import uuid
 from importlib import resources
 
 from schemas.messages import DeadLetter, RerankJob, RerankResult
-from schemas.settings import FeedSettings, Settings, load_settings
+from schemas.settings import Settings, load_settings
+from workers.topics import delete_isolated, isolated_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,25 +39,6 @@ def load_demo_jobs(run_id: str, round_name: str) -> list[RerankJob]:
         for i, spec in enumerate(data[feed]):
             jobs.append(RerankJob(job_id=f"{run_id}-{round_name}-{feed[:3]}-{i}", feed=feed, **spec))
     return jobs
-
-
-def demo_settings(base: Settings, run_id: str) -> Settings:
-    """The configured settings, with demo-only topics, group and cache prefix."""
-    kafka = base.kafka.model_copy(
-        update={
-            "feeds": {
-                name: FeedSettings(topic=f"demo.{run_id}.jobs.{name}", instruction=feed.instruction)
-                for name, feed in base.kafka.feeds.items()
-            },
-            "results_topic": f"demo.{run_id}.results",
-            "dlq_topic": f"demo.{run_id}.dlq",
-            "group_id": f"demo-{run_id}",
-            "auto_create_topics": True,
-            "topic_partitions": 2,
-        }
-    )
-    redis = base.redis.model_copy(update={"key_prefix": f"{base.redis.key_prefix}demo:{run_id}:"})
-    return base.model_copy(update={"kafka": kafka, "redis": redis})
 
 
 def print_result(job: RerankJob, res: RerankResult, latency_ms: float) -> None:
@@ -103,49 +85,19 @@ def _produce_and_collect(settings: Settings, jobs: list[RerankJob], timeout: flo
     return got
 
 
-def _cleanup(settings: Settings) -> None:
-    from workers.kafka_io import make_admin
-    from workers.topics import required_topics
-
-    try:
-        admin = make_admin(settings)
-        admin.delete_topics(required_topics(settings), raise_errors=False)
-        admin.close()
-    except Exception as exc:  # noqa: BLE001
-        _say(f"could not delete demo topics: {exc!r}")
-    try:
-        import redis
-
-        r = redis.Redis.from_url(settings.redis.url, socket_timeout=2)
-        keys = list(r.scan_iter(match=settings.redis.key_prefix + "*", count=1000))
-        if keys:
-            r.delete(*keys)
-    except Exception:  # noqa: BLE001 - the cache may be down; keys expire anyway
-        pass
-
-
-def _runtime_call(runtime: object, names: tuple[str, ...], arg: object) -> object:
-    """serve_app.runtime owns starting/stopping Ray + the Serve app; the demo only asks it to."""
-    for name in names:
-        fn = getattr(runtime, name, None)
-        if callable(fn):
-            return fn(arg)
-    raise RuntimeError(f"serve_app.runtime provides none of {names}")
-
-
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # rebalance chatter is not demo output
     t_start = time.perf_counter()
     run_id = uuid.uuid4().hex[:6]
-    settings = demo_settings(load_settings(args.config), run_id)
+    settings = isolated_settings(load_settings(args.config), "demo", run_id)
     from serve_app import runtime
 
     from workers.processor import ServeScorer
     from workers.worker import Worker
 
     _say(f"starting Ray + Serve with model {settings.model.model!r} (first start takes a while)...")
-    started = _runtime_call(runtime, ("start", "start_serve", "start_app"), settings)
+    started = runtime.start(settings)
     worker = None
     thread = None
     try:
@@ -196,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
             worker.stop()
             thread.join(timeout=60)
         try:
-            _runtime_call(runtime, ("stop", "stop_serve", "stop_app"), started)
+            runtime.stop(started)
         except Exception as exc:  # noqa: BLE001
             _say(f"stopping Serve failed: {exc!r}")
-        _cleanup(settings)
+        delete_isolated(settings)
         _say(f"done in {time.perf_counter() - t_start:.0f} s")

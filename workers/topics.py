@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from schemas.settings import Settings
+from schemas.settings import FeedSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +55,44 @@ def ensure_topics(settings: Settings, admin=None) -> list[str]:
     finally:
         if own:
             admin.close()
+
+
+def isolated_settings(base: Settings, prefix: str, run_id: str, partitions: int = 2) -> Settings:
+    """``base`` with run-unique topics, group and cache prefix (demo, load tests): a run never
+    sees an earlier run's data. Topics are auto-created; remove them with ``delete_isolated``."""
+    kafka = base.kafka.model_copy(
+        update={
+            "feeds": {
+                name: FeedSettings(topic=f"{prefix}.{run_id}.jobs.{name}", instruction=feed.instruction)
+                for name, feed in base.kafka.feeds.items()
+            },
+            "results_topic": f"{prefix}.{run_id}.results",
+            "dlq_topic": f"{prefix}.{run_id}.dlq",
+            "group_id": f"{prefix}-{run_id}",
+            "auto_create_topics": True,
+            "topic_partitions": partitions,
+        }
+    )
+    redis = base.redis.model_copy(update={"key_prefix": f"{base.redis.key_prefix}{prefix}:{run_id}:"})
+    return base.model_copy(update={"kafka": kafka, "redis": redis})
+
+
+def delete_isolated(settings: Settings) -> None:
+    """Delete an isolated run's topics and cache keys; best effort (keys expire anyway)."""
+    from workers.kafka_io import make_admin
+
+    try:
+        admin = make_admin(settings)
+        admin.delete_topics(required_topics(settings), raise_errors=False)
+        admin.close()
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not delete topics of %s: %r", settings.kafka.group_id, exc)
+    try:
+        import redis
+
+        r = redis.Redis.from_url(settings.redis.url, socket_timeout=2)
+        keys = list(r.scan_iter(match=settings.redis.key_prefix + "*", count=1000))
+        for start in range(0, len(keys), 1000):
+            r.delete(*keys[start : start + 1000])
+    except Exception:  # noqa: BLE001 - the cache may be down
+        pass

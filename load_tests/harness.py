@@ -1,0 +1,85 @@
+"""An isolated pipeline in this process for load tests and benchmarks: Serve app (replicas in
+Ray), N workers in threads, run-unique topics and cache prefix; torn down on exit.
+
+With ``external=True`` nothing is started: the configured topics are used and whatever
+workers / Serve app already run there do the work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.messages import RerankJob, now_ms
+from schemas.settings import Settings
+
+
+@dataclass
+class LocalPipeline:
+    settings: Settings
+    workers: int = 1
+    external: bool = False
+    _started: Any = None
+    _workers: list[Any] = field(default_factory=list)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _producer: Any = None
+
+    def __enter__(self) -> LocalPipeline:
+        from workers.topics import ensure_topics
+
+        ensure_topics(self.settings)
+        if not self.external:
+            from serve_app import runtime
+            from workers.processor import ServeScorer
+            from workers.worker import Worker
+
+            self._started = runtime.start(self.settings)
+            for i in range(self.workers):
+                scorer = ServeScorer(runtime.get_score_handle(self.settings), self.settings.worker.scoring_timeout_s)
+                w = Worker(self.settings, scorer, worker_id=f"load-{i}")
+                t = threading.Thread(target=w.run, name=f"worker-{i}", daemon=True)
+                t.start()
+                self._workers.append(w)
+                self._threads.append(t)
+        return self
+
+    def produce(self, job: RerankJob) -> RerankJob:
+        """Send one job (created_at = now) without waiting for the broker's ack."""
+        from workers.kafka_io import make_producer
+
+        if self._producer is None:
+            self._producer = make_producer(self.settings, linger_ms=2)
+        job = job.model_copy(update={"created_at": now_ms()})
+        topic = self.settings.kafka.feeds[job.feed].topic
+        self._producer.send(topic, job.model_dump_json().encode(), key=job.job_id.encode())
+        return job
+
+    def flush(self) -> None:
+        if self._producer is not None:
+            self._producer.flush()
+
+    def cache_stats(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for w in self._workers:
+            for k, v in w.cache.stats.items():
+                totals[k] = totals.get(k, 0) + v
+        return totals
+
+    def __exit__(self, *exc) -> None:
+        from workers.topics import delete_isolated
+
+        if self._producer is not None:
+            self._producer.close()
+        for w in self._workers:
+            w.stop()
+        for t in self._threads:
+            t.join(60)
+        if self._started is not None:
+            from serve_app import runtime
+
+            runtime.stop(self._started)
+        if not self.external:
+            delete_isolated(self.settings)
+        time.sleep(0)
