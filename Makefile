@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo services-start services-stop services-status bench-engine bench-serve bench-pipeline clean
+.PHONY: install test demo services-start services-stop services-status bench-engine bench-serve bench-pipeline load-smoke perf-docs clean
 
 install: $(VENV)/.installed
 
@@ -42,7 +42,13 @@ bench-serve: install
 	deploy/local/with-services.sh $(PY) -m load_tests.bench_serve --quick --save
 
 bench-pipeline: install
-	deploy/local/with-services.sh $(PY) -m load_tests.bench_pipeline --quick
+	deploy/local/with-services.sh $(PY) -m load_tests.bench_pipeline --quick --save
+
+load-smoke: install
+	deploy/local/with-services.sh $(PY) -m load_tests.run --profile smoke
+
+perf-docs: install
+	$(PY) -m load_tests.perf_docs
 
 clean:
 	deploy/local/services.sh stop || true

@@ -107,7 +107,9 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ts = [s["t"] - t0 for s in samples]
     ax.step(ts, [s.get("replicas") or 0 for s in samples], where="post", color="tab:purple", label="replicas")
-    ax.set(xlabel="seconds", ylabel="Serve replicas", title=f"{record['profile']}: replicas and consumer lag")
+    top = max([s.get("replicas") or 0 for s in samples] + [1])
+    ax.set(xlabel="seconds", ylabel="Serve replicas", ylim=(0, top + 1), title=f"{record['profile']}: replicas and consumer lag")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax2 = ax.twinx()
     ax2.plot(ts, [s.get("lag") or 0 for s in samples], color="tab:orange", label="lag (jobs)")
     ax2.set_ylabel("consumer lag (jobs)")
