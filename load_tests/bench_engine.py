@@ -17,7 +17,6 @@ import os
 import random
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,7 +31,6 @@ from serve_app.engine.synthetic import build_qwen3_reranker_0_6b_random, trainin
 
 QUERY = "Which passages explain how the capital city's public transport and museums attract tourists?"
 INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def model_dir(num_layers: int) -> Path:
@@ -134,9 +132,9 @@ def main(argv=None) -> int:
     if gpu:
         result["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if args.save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        (RESULTS_DIR / f"engine-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+        from load_tests.report import write_run
+
+        write_run("engine", result)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -20,13 +20,11 @@ import statistics
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def make_jobs(n: int, docs: int, seed: int = 0) -> list[tuple[str, list[str]]]:
@@ -138,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     if args.save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        (RESULTS_DIR / f"serve-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+        from load_tests.report import write_run
+
+        write_run("serve", result)
     print(json.dumps(result), flush=True)
     return 0
 
