@@ -90,6 +90,34 @@ def test_parity_across_jobs_and_small_batches(tiny_qwen_dir, plain):
     assert eng.score_many(reqs) == got, "scores must be deterministic"
 
 
+def test_forward_passes_skip_the_vocabulary_projection_and_padding(tiny_qwen_dir):
+    """The speed rules, observed on the model itself: lm_head never runs (only the yes/no rows are used),
+    every pass stays within max_batch_tokens (or is one row), and the job costs about its real tokens
+    with the shared prefix counted once, not n_docs x longest."""
+    eng = load_engine(ModelSettings(model=str(tiny_qwen_dir), max_batch_tokens=512))
+    scorer = eng._scorer
+    lm_head_calls, passes = [], []
+    hooks = [
+        scorer.model.get_output_embeddings().register_forward_hook(lambda *a: lm_head_calls.append(1)),
+        scorer.base.register_forward_pre_hook(
+            lambda m, args, kwargs: passes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True),
+    ]
+    try:
+        eng.score("capital of France", DOCS)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert not lm_head_calls
+    assert all(rows == 1 or rows * cols <= 512 for rows, cols in passes), passes
+    seqs = scorer.encode("capital of France", DOCS, None)
+    shared = scorer._shared_prefix(seqs)
+    assert shared >= 16
+    real = shared + sum(len(s) - shared for s in seqs)
+    padded = sum(rows * cols for rows, cols in passes)
+    assert padded <= 1.25 * real, (passes, real)
+    assert padded < 0.6 * len(seqs) * max(len(s) for s in seqs)  # vs one padded batch per job
+
+
 def test_truncation_keeps_prompt_and_matches_recipe(tiny_qwen_dir, plain):
     eng = load_engine(ModelSettings(model=str(tiny_qwen_dir), max_length=96))
     docs = [DOCS[2], DOCS[7], "short", DOCS[3] * 5]

@@ -61,13 +61,13 @@ def _check_request(r: ScoreRequest) -> None:
 
 def load_engine(settings) -> RerankEngine:
     """Load the model named by ModelSettings (RERANK_MODEL...) with the right scorer for its kind."""
+    resolved = resolve_model(settings.model, settings.revision or None)  # first: fails fast, before heavy imports
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from .bi_encoder import BiEncoderScorer
     from .qwen3 import Qwen3Scorer
     from .seq_cls import SeqClsScorer
 
-    resolved = resolve_model(settings.model, settings.revision or None)
     path = resolved.path
     config = AutoConfig.from_pretrained(path)
     kind = check_kind(settings.kind, detect_kind(path, config), path)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QWEN = "Qwen/Qwen3-Reranker-0.6B"
 FALLBACK_ID = "sentence-transformers/all-MiniLM-L6-v2"
-REMOTE_DEADLINE_S = 8.0
+REMOTE_DEADLINE_S = 5.0  # the whole reachability check; callers promise failure within 10 s
 _HOW_TO = (
     "Set RERANK_MODEL to a local model directory, or pre-fill the Hugging Face cache "
     "(`huggingface-cli download <id>` on a connected machine, then copy ~/.cache/huggingface), "

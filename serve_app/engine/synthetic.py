@@ -16,7 +16,7 @@ import torch
 from .loader import minilm_dir
 
 __all__ = [
-    "build_tiny_qwen3_reranker", "build_qwen3_reranker_0_6b_random", "build_tiny_seq_cls",
+    "build_tiny_qwen3_reranker", "build_qwen3_reranker_0_6b_random", "build_tiny_qwen3_seq_cls", "build_tiny_seq_cls",
     "build_tiny_bi_encoder", "minilm_dir", "training_corpus",
 ]
 
@@ -117,6 +117,34 @@ def build_qwen3_reranker_0_6b_random(path, *, num_layers: int = 28) -> Path:
         model = Qwen3ForCausalLM(config)
     finally:
         torch.set_default_dtype(prev)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_qwen3_seq_cls(path, causal_dir) -> Path:
+    """Convert a causal Qwen3 reranker the way the published '-seq-cls' checkpoints are made.
+
+    The one-label score head is lm_head[yes] - lm_head[no], so sigmoid of its logit is the official
+    score: tests use it to check the decoder seq-cls path against the official recipe.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForSequenceClassification
+
+    from .qwen3 import yes_no_ids
+
+    path = Path(path)
+    causal = AutoModelForCausalLM.from_pretrained(causal_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(causal_dir)
+    yes, no = yes_no_ids(tokenizer)
+    config = causal.config
+    config.num_labels = 1
+    config.architectures = ["Qwen3ForSequenceClassification"]
+    config.tie_word_embeddings = False
+    model = Qwen3ForSequenceClassification(config)
+    model.model.load_state_dict(causal.get_decoder().state_dict())
+    head = causal.get_output_embeddings().weight
+    with torch.no_grad():
+        model.score.weight.copy_((head[yes] - head[no]).unsqueeze(0))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
