@@ -26,8 +26,8 @@ import torch  # noqa: E402
 
 from schemas.settings import ModelSettings  # noqa: E402
 from serve_app.engine import load_engine  # noqa: E402
-from serve_app.engine.reference import official_recipe_scores  # noqa: E402
-from serve_app.engine.synthetic import build_qwen3_reranker_0_6b_random, training_corpus  # noqa: E402
+from tests.support.reference_recipe import official_recipe_scores  # noqa: E402
+from tests.support.synthetic_models import build_qwen3_reranker_0_6b_random, training_corpus  # noqa: E402
 
 QUERY = "Which passages explain how the capital city's public transport and museums attract tourists?"
 INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
@@ -71,13 +71,15 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one job of 12 documents, one repetition (< 3 min on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true",
+                    help="one job of 12 documents, one repetition (< 3 min on 2 CPU cores)")
     ap.add_argument("--save", action="store_true", help="write load_tests/results/engine-<UTC timestamp>.json")
     ap.add_argument("--jobs", type=int, help="jobs (default 1 quick, 3 full)")
     ap.add_argument("--docs", type=int, help="documents per job (default 12 quick, 50 full CPU, 100 full GPU)")
     ap.add_argument("--repeats", type=int, help="timed repetitions, median reported (default 1 quick, 3 full)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="auto", help="auto = bfloat16 on CUDA, float32 on CPU")
+    ap.add_argument("--dtype", default="auto",
+                    help="auto = bfloat16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), else float32")
     ap.add_argument("--max-batch-tokens", type=int, default=16384)
     args = ap.parse_args(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"

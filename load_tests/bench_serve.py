@@ -29,7 +29,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def make_jobs(n: int, docs: int, seed: int = 0) -> list[tuple[str, list[str]]]:
     """Multilingual jobs: sentences of several scripts stitched into 2-4 sentence documents."""
-    from serve_app.engine.synthetic import training_corpus
+    from tests.support.synthetic_models import training_corpus
 
     sentences = sorted({s for s in training_corpus() if len(s) > 20})
     rng = random.Random(seed)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from load_tests.report import percentile
     from schemas.settings import Settings, load_settings
     from serve_app import runtime
-    from serve_app.runtime import free_port
+    from tests.support.net import free_port
     from serve_app.engine import ScoreRequest, load_engine
     from serve_app.engine.loader import minilm_dir
 

@@ -32,13 +32,13 @@ class LocalPipeline:
         ensure_topics(self.settings)
         if not self.external:
             from serve_app import runtime
-            from workers.processor import ServeScorer
+            from serve_app.scoring.client import ServeScoreClient
             from workers.worker import Worker
 
             self._started = runtime.start(self.settings)
             for i in range(self.workers):
-                scorer = ServeScorer(runtime.get_score_handle(self.settings), self.settings.worker.scoring_timeout_s)
-                w = Worker(self.settings, scorer, worker_id=f"load-{i}")
+                client = ServeScoreClient(runtime.get_score_handle(self.settings), self.settings.worker.scoring_timeout_s)
+                w = Worker(self.settings, client, worker_id=f"load-{i}")
                 t = threading.Thread(target=w.run, name=f"worker-{i}", daemon=True)
                 t.start()
                 self._workers.append(w)

@@ -11,9 +11,12 @@ import time
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.text import UnicodeText, find_invalid_json_text
 
 SCHEMA_VERSION = 1
+INT64_MAX = 2**63 - 1
 
 
 def now_ms() -> int:
@@ -25,28 +28,46 @@ class WireModel(BaseModel):
 
 
 class Candidate(WireModel):
-    id: str = Field(min_length=1, max_length=256, description="Caller's id of the candidate, unique within the job.")
-    text: str = Field(description="Text to score against the query.")
+    id: UnicodeText = Field(
+        min_length=1, max_length=256, description="Caller's id of the candidate, unique within the job."
+    )
+    text: UnicodeText = Field(description="Text to score against the query.")
     metadata: dict[str, Any] | None = Field(None, description="Opaque; not used for scoring, not echoed.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_unicode(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Opaque, but still re-serialized (logs, dead letters): its strings must encode as UTF-8 too."""
+        issue = find_invalid_json_text(value) if value else None
+        if issue is not None:
+            raise ValueError(issue.reason)
+        return value
 
 
 class RerankJob(WireModel):
     """A ranking job: score every candidate against the query (or policy)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    job_id: str = Field(min_length=1, max_length=256, description="Unique per job; the result's Kafka key.")
-    feed: str = Field(min_length=1, description="recommendation, moderation, or a configured feed name.")
-    query: str = Field(description="Query, user interest or moderation policy.")
-    instruction: str | None = Field(None, description="Task instruction; the feed's default when absent.")
+    job_id: UnicodeText = Field(min_length=1, max_length=256, description="Unique per job; the result's Kafka key.")
+    feed: UnicodeText = Field(min_length=1, description="recommendation, moderation, or a configured feed name.")
+    query: UnicodeText = Field(description="Query, user interest or moderation policy.")
+    instruction: UnicodeText | None = Field(None, description="Task instruction; the feed's default when absent.")
     candidates: list[Candidate] = Field(min_length=1)
     top_k: int | None = Field(None, ge=1, description="Return only the best k candidates (all when absent).")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Candidates scoring >= threshold are listed as flagged."
     )
-    model: str | None = Field(None, description="Requested model; must be the served one or in the allowed list.")
-    created_at: int = Field(default_factory=now_ms, description="Producer time, epoch milliseconds.")
+    model: UnicodeText | None = Field(
+        None, description="Requested model; must be the served one or in the allowed list."
+    )
+    created_at: int = Field(
+        default_factory=now_ms, ge=0, le=INT64_MAX, description="Producer time, epoch milliseconds."
+    )
     deadline_ms: int | None = Field(
-        None, ge=1, description="Relative deadline: a job still unscored created_at + deadline_ms is dead-lettered."
+        None,
+        ge=1,
+        le=INT64_MAX,
+        description="Relative deadline: a job still unscored created_at + deadline_ms is dead-lettered.",
     )
 
     @model_validator(mode="after")
@@ -92,8 +113,12 @@ class RerankResult(WireModel):
 
 
 class ErrorKind(str, Enum):
-    undecodable = "undecodable"
-    invalid_json = "invalid_json"
+    """Why a job was dead-lettered (also the kind label of the dead-letter metric)."""
+
+    undecodable = "undecodable"  # null value, not UTF-8, or a UTF-16/32 byte order mark
+    invalid_json = "invalid_json"  # not JSON, NaN/Infinity, numbers out of range, duplicate keys
+    too_deep = "too_deep"  # JSON nested deeper than the decoder's max_depth (checked before parsing)
+    invalid_text = "invalid_text"  # a string that is not valid Unicode (lone UTF-16 surrogate)
     schema_violation = "schema_violation"
     too_large = "too_large"
     duplicate_ids = "duplicate_ids"
@@ -101,11 +126,21 @@ class ErrorKind(str, Enum):
     unknown_model = "unknown_model"
     deadline_expired = "deadline_expired"
     scoring_failed = "scoring_failed"
+    internal_error = "internal_error"  # a bug: an unexpected exception while decoding, never a crash
 
 
 class DeadLetter(WireModel):
     schema_version: Literal[1] = SCHEMA_VERSION
-    payload_b64: str = Field(description="The original message value, base64.")
+    payload_b64: str = Field(
+        description="The original message value, base64; only its first bytes when payload_truncated is true."
+    )
+    payload_size: int | None = Field(None, ge=0, description="Byte length of the original message value.")
+    payload_sha256: str | None = Field(
+        None, description="Hex SHA-256 of the whole original message value (also when truncated)."
+    )
+    payload_truncated: bool = Field(
+        False, description="payload_b64 holds only a prefix, so the dead letter fits the producer's size limit."
+    )
     job_id: str | None = Field(None, description="When it could be read from the payload.")
     source_topic: str
     source_partition: int
@@ -120,6 +155,7 @@ class DeadLetter(WireModel):
         return base64.b64encode(raw or b"").decode("ascii")
 
     def payload(self) -> bytes:
+        """The payload bytes carried (a prefix of the original when ``payload_truncated``)."""
         return base64.b64decode(self.payload_b64)
 
 

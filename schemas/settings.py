@@ -4,32 +4,151 @@ Sources, later wins: field defaults < YAML file named by ``RERANK_CONFIG`` < env
 Every field has exactly one environment variable (``RERANK_<SECTION>_<FIELD>`` unless the
 field names another, e.g. ``KAFKA_BOOTSTRAP_SERVERS``), and the README's configuration table
 is generated from these definitions (``rerank-stream config --markdown``), so the docs cannot
-drift from the code.
+drift from the code. An empty variable means the default. Problems are collected into one
+``ConfigError`` (one line each, naming key, variable, value and source) that the CLI prints
+without a traceback; addresses and devices are checked here, without importing their clients.
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import json
+import logging
 import os
+import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+log = logging.getLogger(__name__)
+
 CONFIG_FILE_ENV = "RERANK_CONFIG"
+# RERANK_* variables that are not settings but are read elsewhere (deploy/local scripts), so never typos.
+OTHER_ENV_VARS = frozenset({CONFIG_FILE_ENV, "RERANK_LOCAL_DIR", "RERANK_CACHE_DIR"})
+_ENV_PREFIX = "RERANK_"
 
 
 def _env(name: str) -> dict[str, str]:
     return {"env": name}
 
 
-class Section(BaseModel):
-    """Base for one configuration section: unknown keys are errors, not silently ignored."""
+_DNS_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9_])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(?::[0-9]{1,3})?")
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _valid_host(host: str) -> bool:
+    """A DNS name or an IP address; anything else would only fail later, inside a client library."""
+    if _DNS_NAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_host_port(hostport: str) -> tuple[str, str | None]:
+    """``host:port`` or ``[v6]:port`` -> (host, port text or None); raises ValueError naming what is wrong."""
+    if hostport.startswith("["):
+        host, bracket, rest = hostport[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{hostport!r} is not host:port (IPv6 hosts go in brackets: [::1]:9092)")
+        port = rest[1:] if rest else None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+        return host, port
+    host, colon, port = hostport.rpartition(":")
+    if not colon:
+        return hostport, None
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{hostport!r} is not host:port") from None
+        raise ValueError(f"{hostport!r}: IPv6 hosts go in brackets ([::1]:9092)")
+    if not _valid_host(host):
+        raise ValueError(f"{host!r} is not a host name or IP address")
+    return host, port
+
+
+def _check_port(port: str, where: str) -> None:
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} of {where!r} is not a number 1-65535")
+
+
+def check_bootstrap_servers(value: str) -> str:
+    """Comma list of host:port, normalized (blanks dropped) so kafka clients get clean entries."""
+    entries = [part.strip() for part in value.split(",") if part.strip()]
+    if not entries:
+        raise ValueError("needs at least one host:port")
+    for entry in entries:
+        if "://" in entry:
+            raise ValueError(
+                f"{entry!r} is not host:port (no scheme: RERANK_KAFKA_SECURITY_PROTOCOL sets the protocol)"
+            )
+        host, port = _split_host_port(entry)
+        if port is None:
+            raise ValueError(f"{entry!r} is not host:port (the port is required)")
+        _check_port(port, entry)
+    return ",".join(entries)
+
+
+def check_redis_url(value: str) -> str:
+    """redis://, rediss:// or unix:// URL with a parseable host, port and database, checked without redis-py."""
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://host:6379/0")
+    try:
+        query = parse_qs(parts.query, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"query {parts.query!r} is not name=value pairs") from None
+    dbs = query.get("db", [])
+    if scheme == "unix":
+        if not parts.path or parts.path == "/":
+            raise ValueError("unix:// URL needs the socket path, e.g. unix:///run/redis.sock?db=0")
+    else:
+        hostport = parts.netloc.rpartition("@")[2]
+        if not hostport:
+            raise ValueError(f"{scheme}:// URL needs a host, e.g. {scheme}://host:6379/0")
+        host, port = _split_host_port(hostport)
+        if not host or not _valid_host(host):
+            raise ValueError(f"{host!r} is not a host name or IP address")
+        if port is not None:
+            _check_port(port, hostport)
+        if parts.path not in ("", "/"):
+            dbs = [parts.path[1:], *dbs]
+    for db in dbs:
+        if not re.fullmatch(r"[0-9]{1,5}", db):
+            raise ValueError(f"database {db!r} is not a number (redis://host:port/N)")
+    return url
+
+
+def check_device(value: str) -> str:
+    """The device names torch accepts here; checked without importing torch."""
+    device = value.strip().lower()
+    if not _DEVICE.fullmatch(device):
+        raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+    return device
+
+
+class Section(BaseModel):
+    """Base for one configuration section: unknown keys are errors, not silently ignored; NaN/inf are typos."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FeedSettings(Section):
@@ -47,8 +166,7 @@ DEFAULT_FEEDS: dict[str, FeedSettings] = {
     "moderation": FeedSettings(
         topic="rerank.jobs.moderation",
         instruction=(
-            "Given a content policy, judge whether the text violates the policy and must be "
-            "flagged for review"
+            "Given a content policy, judge whether the text violates the policy and must be flagged for review"
         ),
     ),
 }
@@ -83,6 +201,14 @@ class KafkaSettings(Section):
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: str | None = Field(None, description="SASL password.")
     ssl_cafile: str | None = Field(None, description="CA bundle for TLS to the brokers.")
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "gzip", description="Codec of produced results and dead letters (every codec is consumed)."
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, v: str) -> str:
+        return check_bootstrap_servers(v)
 
     def client_options(self) -> dict[str, Any]:
         """Connection options common to kafka-python consumers, producers and admin clients."""
@@ -114,13 +240,23 @@ class KafkaSettings(Section):
 class RedisSettings(Section):
     url: str = Field(
         "redis://127.0.0.1:16379/0",
-        description="Redis URL of the score cache (rediss:// for TLS, user:password@ for AUTH). When set, no local Redis is started.",
+        description=(
+            "Redis URL of the score cache: redis://host:port/db, rediss:// for TLS, unix:///path.sock?db=N; "
+            "user:password@ for AUTH. When set, no local Redis is started."
+        ),
         json_schema_extra=_env("REDIS_URL"),
     )
     key_prefix: str = Field("rr:v1:", description="Prefix of every cache key.")
     ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Time to live of a cached score, seconds.")
-    timeout_s: float = Field(0.5, gt=0, description="Socket timeout of cache calls; a slow cache is bypassed, not waited for.")
+    timeout_s: float = Field(
+        0.5, gt=0, description="Socket timeout of cache calls; a slow cache is bypassed, not waited for."
+    )
     enabled: bool = Field(True, description="Use the score cache at all.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_redis_url(v)
 
 
 class ModelSettings(Section):
@@ -133,19 +269,30 @@ class ModelSettings(Section):
         json_schema_extra=_env("RERANK_MODEL"),
     )
     revision: str | None = Field(None, description="Hub revision (commit, tag or branch) to pin.")
-    kind: Literal["auto", "qwen3-reranker", "seq-cls", "bi-encoder"] = Field(
-        "auto", description="Model kind; 'auto' detects it from the model's config."
+    kind: str = Field(
+        "auto",
+        description=(
+            "Model kind: 'auto' detects it from the model's config; otherwise a kind of the engine's "
+            "registry (qwen3-reranker, seq-cls, bi-encoder), checked when the model loads."
+        ),
     )
-    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:N.")
+    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:N or mps.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights dtype; auto = bfloat16 on CUDA, float32 on CPU."
     )
-    max_length: int = Field(8192, ge=16, description="Max tokens per (query, document) pair; capped at the model's maximum.")
+    max_length: int = Field(
+        8192, ge=16, description="Max tokens per (query, document) pair; capped at the model's maximum."
+    )
     max_batch_tokens: int = Field(16384, ge=256, description="Token budget of one forward micro-batch (padded tokens).")
     allowed_models: list[str] = Field(
         default_factory=list,
         description="Extra model names a job may ask for (comma separated); the served model is always allowed.",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return check_device(v)
 
     def allowed_names(self, served_id: str | None = None) -> set[str]:
         """Model names a job or HTTP request may ask for: the configured, the served and the extra ones."""
@@ -161,22 +308,30 @@ class ServeSettings(Section):
     ray_address: str | None = Field(None, description="Address of an existing Ray cluster; unset starts a local one.")
     include_dashboard: bool = Field(False, description="Start the Ray dashboard (costs ~900 MB RSS).")
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per replica.")
-    num_gpus: float | None = Field(None, ge=0, description="GPUs per replica; unset = 1 when CUDA is present, else 0. Fractions share a GPU.")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per replica; unset = 1 when CUDA is present, else 0. Fractions share a GPU."
+    )
     min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
     max_replicas: int = Field(2, ge=1, description="Autoscaling upper bound.")
     initial_replicas: int | None = Field(None, ge=0, description="Replicas at start (default: min_replicas).")
     target_ongoing_requests: float = Field(2.0, gt=0, description="Autoscaling target of ongoing requests per replica.")
     upscale_delay_s: float = Field(10.0, ge=0, description="Sustained demand needed before adding replicas, seconds.")
-    downscale_delay_s: float = Field(60.0, ge=0, description="Sustained idleness needed before removing replicas, seconds.")
+    downscale_delay_s: float = Field(
+        60.0, ge=0, description="Sustained idleness needed before removing replicas, seconds."
+    )
     metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report queue depth, seconds.")
     look_back_period_s: float = Field(10.0, gt=0, description="Window over which queue depth is averaged, seconds.")
     lag_per_replica: int = Field(
-        200, ge=1, description="Kafka backlog (jobs) one replica is expected to absorb; more backlog asks for more replicas."
+        200,
+        ge=1,
+        description="Kafka backlog (jobs) one replica is expected to absorb; more backlog asks for more replicas.",
     )
     scale_on_kafka_lag: bool = Field(
         True, description="Also scale on the workers' Kafka consumer lag (off: queue depth only, e.g. HTTP-only use)."
     )
-    lag_poll_interval_s: float = Field(2.0, gt=0, description="How often the autoscaling policy reads consumer lag, seconds.")
+    lag_poll_interval_s: float = Field(
+        2.0, gt=0, description="How often the autoscaling policy reads consumer lag, seconds."
+    )
     max_batch_size: int = Field(8, ge=1, description="Jobs merged into one @serve.batch call.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill, seconds.")
     max_ongoing_requests: int | None = Field(
@@ -187,7 +342,9 @@ class ServeSettings(Section):
             "A replica runs one batch at a time: the engine owns the device."
         ),
     )
-    max_queued_requests: int = Field(256, ge=-1, description="Per-caller queue cap; beyond it HTTP answers 503 (-1 = unbounded).")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Per-caller queue cap; beyond it HTTP answers 503 (-1 = unbounded)."
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads per replica; unset = the replica's num_cpus (at least 1)."
     )
@@ -211,13 +368,19 @@ class WorkerSettings(Section):
     worker_id: str | None = Field(None, description="Worker identity in results and metrics; default host:pid.")
     max_in_flight: int = Field(16, ge=1, description="Jobs scored concurrently per worker; partitions pause beyond it.")
     chunk_documents: int = Field(128, ge=1, description="Documents per Serve call; larger jobs are split.")
-    scoring_retries: int = Field(3, ge=0, description="Retries of a failed scoring call before the job is dead-lettered.")
+    scoring_retries: int = Field(
+        3, ge=0, description="Retries of a failed scoring call before the job is dead-lettered."
+    )
     retry_backoff_s: float = Field(0.5, ge=0, description="First retry delay, doubled each retry.")
     scoring_timeout_s: float = Field(120.0, gt=0, description="Timeout of one Serve scoring call, seconds.")
     commit_interval_s: float = Field(0.5, gt=0, description="How often finished offsets are committed, seconds.")
     poll_max_records: int = Field(256, ge=1, description="Max records per consumer poll.")
-    metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of the worker's Prometheus endpoint; unset = off.")
-    log_interval_s: float = Field(30.0, gt=0, description="Minimum seconds between repeated warnings (e.g. cache down).")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port of the worker's Prometheus endpoint; unset = off."
+    )
+    log_interval_s: float = Field(
+        30.0, gt=0, description="Minimum seconds between repeated warnings (e.g. cache down)."
+    )
 
 
 class Settings(BaseModel):
@@ -235,20 +398,29 @@ class Settings(BaseModel):
     @field_validator("serve")
     @classmethod
     def _replica_bounds(cls, v: ServeSettings) -> ServeSettings:
+        def key(name: str) -> str:
+            return f"serve.{name} ({env_var('serve', name)}) = {getattr(v, name)}"
+
         if v.min_replicas > v.max_replicas:
-            raise ValueError(f"serve.min_replicas ({v.min_replicas}) > serve.max_replicas ({v.max_replicas})")
+            raise ValueError(f"{key('min_replicas')} exceeds {key('max_replicas')}")
         if v.max_ongoing_requests is not None and v.max_ongoing_requests < v.max_batch_size:
             raise ValueError(
-                f"serve.max_ongoing_requests ({v.max_ongoing_requests}) < serve.max_batch_size ({v.max_batch_size}): "
-                "batches could never fill"
+                f"{key('max_ongoing_requests')} is below {key('max_batch_size')}: batches could never fill"
             )
         if v.look_back_period_s <= v.metrics_interval_s:
-            raise ValueError("serve.look_back_period_s must exceed serve.metrics_interval_s")
+            raise ValueError(f"{key('look_back_period_s')} must exceed {key('metrics_interval_s')}")
         return v
 
 
 class ConfigError(ValueError):
-    """Configuration could not be loaded; the message names the offending setting."""
+    """Configuration could not be loaded: one problem per line, each naming the setting, so all are fixed in one go."""
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems = [_one_line(p) for p in ([problems] if isinstance(problems, str) else problems)]
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keeps the list of problems when pickled (Ray)
+        return type(self), (self.problems,)
 
 
 def env_var(section: str, field: str) -> str:
@@ -258,57 +430,188 @@ def env_var(section: str, field: str) -> str:
     return str(extra.get("env") or f"RERANK_{section}_{field}".upper())
 
 
-def _is_list(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is list
+def _fields() -> Iterable[tuple[str, str, Any]]:
+    """(section, field name, field info) of every setting, in table order."""
+    for section, section_field in Settings.model_fields.items():
+        for name, info in section_field.annotation.model_fields.items():  # type: ignore[union-attr]
+            yield section, name, info
+
+
+def known_env_vars() -> frozenset[str]:
+    """Every environment variable rerank-stream reads: one per setting plus OTHER_ENV_VARS."""
+    return frozenset({env_var(section, name) for section, name, _ in _fields()} | OTHER_ENV_VARS)
+
+
+_SECRET_FIELDS = frozenset({("kafka", "sasl_password")})
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+_warned_env_vars: set[str] = set()
+
+
+def _one_line(text: str) -> str:
+    """Escapes newlines and other unprintable characters: each problem stays one line of an operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _show(value: Any, secret: bool = False) -> str:
+    """An offending value as shown in an error: repr, passwords masked, long values cut."""
+    if secret:
+        return "'***'"
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long to print: the type is enough
+        text = f"<{type(value).__name__}>"
+    text = _one_line(_URL_PASSWORD.sub(r"\1***@", text))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _name(key: Any) -> str:
+    """A key of the config file as written when it is a plain word, quoted otherwise (so '' stays visible)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w.-]+", key) else _show(key)
+
+
+def _did_you_mean(word: str, choices: Iterable[str] | Mapping[str, str], cutoff: float = 0.6) -> str:
+    """`` (did you mean X?)`` for the closest choice; a mapping's keys are matched and its values suggested."""
+    aliases = dict(choices) if isinstance(choices, Mapping) else {c: c for c in choices}
+    close = difflib.get_close_matches(word, sorted(aliases), n=1, cutoff=cutoff)
+    return f" (did you mean {aliases[close[0]]}?)" if close else ""
+
+
+def warn_unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """Warn (once per variable and process) about unknown RERANK_* variables: most are typos that do nothing."""
+    known = known_env_vars()
+    unknown = sorted(var for var in environ if var.startswith(_ENV_PREFIX) and var not in known)
+    # REDIS_URL is easily misspelt with the prefix: match the unprefixed names under the prefix too
+    candidates = {var: var for var in known} | {
+        _ENV_PREFIX + var: var for var in known if not var.startswith(_ENV_PREFIX)
+    }
+    for var in unknown:
+        if var not in _warned_env_vars:
+            _warned_env_vars.add(var)
+            hint = _did_you_mean(var, candidates, cutoff=0.8) or " (not a rerank-stream setting)"
+            log.warning("unknown environment variable %s is ignored%s", _one_line(var), hint)
+    return unknown
+
+
+def _json_kind(annotation: Any) -> type | None:
+    origin = typing.get_origin(annotation) or annotation
+    return origin if origin in (dict, list) else None
 
 
 def _parse_env_value(raw: str, annotation: Any) -> Any:
+    """Env text -> input for pydantic: JSON for mappings, JSON or a comma list for lists, the stripped text otherwise."""
     text = raw.strip()
-    if text[:1] in "[{":
+    kind = _json_kind(annotation)
+    if kind is dict or (kind is list and text.startswith("[")):
         return json.loads(text)
-    if _is_list(annotation):
+    if kind is list:
         return [part.strip() for part in text.split(",") if part.strip()]
-    if text == "" and type(None) in typing.get_args(annotation):
-        return None
     return text
 
 
-def load_settings(config_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Load and validate settings from defaults, an optional YAML file and the environment."""
-    environ = os.environ if environ is None else environ
-    path = config_file or environ.get(CONFIG_FILE_ENV)
-    data: dict[str, dict[str, Any]] = {}
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config file {path} ({CONFIG_FILE_ENV}): {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must be a mapping of sections")
-        data = {k: dict(v or {}) for k, v in loaded.items()}
-    for section, section_field in Settings.model_fields.items():
-        model = section_field.annotation
-        for name, info in model.model_fields.items():  # type: ignore[union-attr]
-            var = env_var(section, name)
-            if var in environ:
-                try:
-                    data.setdefault(section, {})[name] = _parse_env_value(environ[var], info.annotation)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{var}: invalid JSON ({exc})") from exc
+def _read_config_file(
+    path: Path, problems: list[str], sources: dict[tuple[str, str], str], named_by: str = ""
+) -> dict[str, dict]:
+    """The file's known sections and keys; bad YAML, unknown sections and keys are appended to problems."""
+    where = f"config file {_one_line(str(path))}"
     try:
-        return Settings.model_validate(data)
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problems.append(f"{where}: invalid YAML{at}: {exc.problem or exc.context or exc}")
+        return {}
+    except OSError as exc:
+        problems.append(f"{where}{named_by}: cannot be read: {exc.strerror or exc}")
+        return {}
+    except UnicodeDecodeError:
+        problems.append(f"{where}: is not UTF-8 text")
+        return {}
+    except RecursionError:
+        problems.append(f"{where}: invalid YAML: nested too deeply")
+        return {}
+    except (ValueError, yaml.YAMLError) as exc:  # e.g. a NUL in the path, an integer too long to parse
+        problems.append(f"{where}: cannot be loaded: {exc}")
+        return {}
+    if loaded is None:  # an empty file
+        return {}
+    sections = Settings.model_fields
+    if not isinstance(loaded, dict):
+        problems.append(f"{where}: must be a mapping of sections ({', '.join(sections)}), not {type(loaded).__name__}")
+        return {}
+    data: dict[str, dict] = {}
+    for section, body in loaded.items():
+        if section not in sections:
+            hint = _did_you_mean(section, list(sections)) if isinstance(section, str) else ""
+            problems.append(f"{where}: unknown section {_name(section)}{hint}; sections are {', '.join(sections)}")
+        elif body is not None and not isinstance(body, dict):
+            problems.append(f"{where}: section {section} must be a mapping of keys, not {type(body).__name__}")
+        else:
+            fields = sections[section].annotation.model_fields  # type: ignore[union-attr]
+            for key, value in (body or {}).items():
+                if key in fields:
+                    data.setdefault(section, {})[key] = value
+                    sources[(section, key)] = str(path)
+                else:
+                    hint = _did_you_mean(key, list(fields)) if isinstance(key, str) else ""
+                    hint = hint.replace("(did you mean ", f"(did you mean {section}.")
+                    problems.append(f"{section}.{_name(key)}: unknown key in {where}{hint}")
+    return data
+
+
+def _describe(err: Mapping[str, Any], sources: Mapping[tuple[str, str], str]) -> str:
+    """One pydantic error as ``key (ENV_VAR) = value [in file]: why``."""
+    loc = [str(part) for part in err["loc"]]
+    why = str(err["msg"]).removeprefix("Value error, ")
+    if len(loc) < 2:  # a check across fields of a section: its message names them
+        return why if not loc or why.startswith(f"{loc[0]}.") else f"{loc[0]}: {why}"
+    section, name = loc[0], loc[1]
+    key = ".".join(loc)
+    try:
+        key += f" ({env_var(section, name)})"
+    except KeyError:
+        pass
+    if err["type"] != "missing":
+        key += f" = {_show(err['input'], secret=(section, name) in _SECRET_FIELDS)}"
+    source = sources.get((section, name), "env")
+    return f"{key}{'' if source == 'env' else ' in ' + source}: {why}"
+
+
+def load_settings(config_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate settings from defaults, an optional YAML file and the environment.
+
+    An empty environment value means the default. Every problem is reported at once (one ConfigError line
+    each) rather than the first only, so a broken deployment is fixed in one round.
+    """
+    environ = os.environ if environ is None else environ
+    warn_unknown_env_vars(environ)
+    problems: list[str] = []
+    sources: dict[tuple[str, str], str] = {}
+    path = config_file or environ.get(CONFIG_FILE_ENV, "").strip()
+    named_by = "" if config_file else f" ({CONFIG_FILE_ENV})"
+    data = _read_config_file(Path(path), problems, sources, named_by) if path else {}
+    for section, name, info in _fields():
+        var = env_var(section, name)
+        raw = environ.get(var)
+        if raw is None or not raw.strip():
+            continue  # unset or empty: the file's value or the default
+        try:
+            value = _parse_env_value(raw, info.annotation)
+        except (ValueError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            shown = _show(raw.strip(), secret=(section, name) in _SECRET_FIELDS)
+            problems.append(f"{section}.{name} ({var}) = {shown}: invalid JSON ({why})")
+            data.get(section, {}).pop(name, None)  # reported; the file's value must not hide it
+            continue
+        data.setdefault(section, {})[name] = value
+        sources[(section, name)] = "env"
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = [str(p) for p in err["loc"]]
-            where = ".".join(loc)
-            if len(loc) >= 2 and loc[0] in Settings.model_fields:
-                try:
-                    where += f" ({env_var(loc[0], loc[1])})"
-                except KeyError:
-                    pass
-            problems.append(f"{where}: {err['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+        problems.extend(_describe(err, sources) for err in exc.errors())
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return settings
 
 
 def settings_markdown() -> str:

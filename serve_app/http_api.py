@@ -1,9 +1,9 @@
 """The HTTP entry point: ``POST /v1/rerank`` (Cohere/Jina/vLLM shape), ``POST /rerank`` (TEI shape),
 health, readiness, Prometheus metrics and OpenAPI docs (``/docs``).
 
-A light ingress deployment (no model, no GPU): it validates and limits requests, serves what the
-shared Redis score cache already knows (``workers.cache``, the same module the Kafka worker
-uses) and sends only the misses, one handle call per request, to the ``Reranker`` replicas.
+A light ingress deployment (no model, no GPU): it validates and limits requests and hands them to
+the scoring core (``serve_app.scoring``, the same path the Kafka worker takes: cache lookup,
+only the misses to the ``Reranker`` replicas, cache fill, best-first order).
 Every error answers a JSON body with a reason (and, for limits, the settings key): never a
 stack trace.
 """
@@ -33,10 +33,10 @@ from schemas.http import (
     Usage,
 )
 from schemas.limits import check_limits
-from schemas.ranking import best_first
 from schemas.settings import Settings
-from serve_app.engine import ScoreRequest
-from workers.cache import ScoreCache
+from schemas.scoring import ModelInfo, ScoreRequest
+from serve_app.scoring import ScoreCache, Scored, ScoringCore
+from serve_app.scoring.client import ServeScoreClient
 
 log = logging.getLogger("ray.serve")
 
@@ -111,10 +111,10 @@ class _Observed:
 class RerankAPI:
     def __init__(self, reranker, settings_json: str):
         self.settings = Settings.model_validate_json(settings_json)
-        self.reranker = reranker
-        self.cache = ScoreCache(self.settings.redis, log_interval_s=self.settings.worker.log_interval_s)
+        self.client = ServeScoreClient(reranker, self.settings.serve.request_timeout_s)
+        cache = ScoreCache(self.settings.redis, log_interval_s=self.settings.worker.log_interval_s)
+        self.core = ScoringCore(cache, self.settings.worker.chunk_documents)
         self.metrics = ApiMetrics()
-        self._model: "tuple[Any, str | None] | None" = None
         self._model_lock = asyncio.Lock()
 
     # -- routes ---------------------------------------------------------------------------------
@@ -126,8 +126,8 @@ class RerankAPI:
         async with self._observe("/v1/rerank"):
             info = await self._served_model(body.model)
             texts = body.texts()
-            scores, cached = await self._scores(body.query, texts, body.instruction, raw=False)
-            order = best_first(scores)[: body.top_n]
+            scored = await self._scores(body.query, texts, body.instruction, raw=False)
+            scores, order = scored.scores, scored.order[: body.top_n]
             return RerankResponse(
                 id=uuid.uuid4().hex,
                 model=info.id,
@@ -138,7 +138,7 @@ class RerankAPI:
                     )
                     for i in order
                 ],
-                usage=Usage(documents=len(texts), cached_documents=cached),
+                usage=Usage(documents=len(texts), cached_documents=scored.cached),
             )
 
     @api.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
@@ -149,10 +149,10 @@ class RerankAPI:
             info = await self._served_model(None)
             if not body.truncate:
                 await self._refuse_long(body.query, body.texts, info.max_length)
-            scores, _ = await self._scores(body.query, body.texts, body.instruction, raw=body.raw_scores)
+            scored = await self._scores(body.query, body.texts, body.instruction, raw=body.raw_scores)
             return [
-                TeiRank(index=i, score=scores[i], text=body.texts[i] if body.return_text else None)
-                for i in best_first(scores)
+                TeiRank(index=i, score=scored.scores[i], text=body.texts[i] if body.return_text else None)
+                for i in scored.order
             ]
 
     @api.get("/healthz")
@@ -175,36 +175,24 @@ class RerankAPI:
 
     # -- the shared path --------------------------------------------------------------------------
 
-    async def _scores(self, query: str, texts: list[str], instruction: str | None, *, raw: bool) -> tuple[list[float], int]:
-        """Scores in input order and how many came from the cache; only misses reach the model."""
+    async def _scores(self, query: str, texts: list[str], instruction: str | None, *, raw: bool) -> Scored:
+        """Limits, then the scoring core (cache, misses to the model, fill, order)."""
         info, default_instruction = await self._model_info()
         effective = instruction if instruction is not None else (default_instruction or "")
         violation = check_limits(self.settings.limits, query, effective, texts)
         if violation is not None:
             raise ApiError(413, violation.message, limit=violation.limit)
-        if raw or not self.cache.enabled:  # the cache holds [0, 1] scores only
-            return await self._model_scores(query, texts, effective, raw), 0
-        cached = await asyncio.to_thread(self.cache.lookup, info.fingerprint, info.kind, effective, query, texts)
-        misses = [i for i, s in enumerate(cached) if s is None]
-        if misses:
-            missed = [texts[i] for i in misses]
-            fresh = await self._model_scores(query, missed, effective, False)
-            for i, s in zip(misses, fresh):
-                cached[i] = s
-            await asyncio.to_thread(self.cache.store, info.fingerprint, info.kind, effective, query, missed, fresh)
-        self.metrics.documents.labels("cache").inc(len(texts) - len(misses))
-        self.metrics.documents.labels("model").inc(len(misses))
-        return [float(s) for s in cached], len(texts) - len(misses)
+        request = ScoreRequest(query=query, documents=texts, instruction=effective, raw_scores=raw)
+        scored = await self._mapped(self.core.ascore(info, self.client, request))
+        self.metrics.documents.labels("cache").inc(scored.cached)
+        self.metrics.documents.labels("model").inc(len(texts) - scored.cached)
+        return scored
 
-    async def _model_scores(self, query: str, texts: list[str], instruction: str, raw: bool) -> list[float]:
-        request = ScoreRequest(query=query, documents=texts, instruction=instruction, raw_scores=raw)
-        return await self._call("score", request)
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        """One Reranker handle call, its failure modes mapped to HTTP answers."""
+    async def _mapped(self, call: Any) -> Any:
+        """Await one call to the model side, its failure modes mapped to HTTP answers."""
         timeout = self.settings.serve.request_timeout_s
         try:
-            return await asyncio.wait_for(getattr(self.reranker, method).remote(*args), timeout=timeout)
+            return await call
         except BackPressureError as exc:
             raise ApiError(503, f"overloaded: {exc}", headers={"Retry-After": "1"}) from None
         except DeploymentUnavailableError:
@@ -212,12 +200,10 @@ class RerankAPI:
         except asyncio.TimeoutError:
             raise ApiError(504, f"no answer from the model within {timeout:g} s (serve.request_timeout_s)") from None
 
-    async def _model_info(self):
+    async def _model_info(self) -> tuple[ModelInfo, str | None]:
         """Served model and its default instruction, asked once (under a lock: no thundering herd)."""
         async with self._model_lock:
-            if self._model is None:
-                self._model = (await self._call("info"), await self._call("default_instruction"))
-        return self._model
+            return await self._mapped(self.client.ainfo())
 
     async def _served_model(self, requested: str | None):
         info, _ = await self._model_info()
@@ -226,7 +212,7 @@ class RerankAPI:
         return info
 
     async def _refuse_long(self, query: str, texts: list[str], max_length: int) -> None:
-        counts = await self._call("count_tokens", [query, *texts])
+        counts = await self._mapped(self.client.acount_tokens([query, *texts]))
         q = counts[0]
         for i, n in enumerate(counts[1:]):
             if q + n > max_length:

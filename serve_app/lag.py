@@ -75,11 +75,3 @@ class KafkaLagSource:
                     pass
         self._admin = self._consumer = None
 
-
-def consumer_lag(kafka: KafkaSettings, group_id: str | None = None) -> LagReading:
-    """One-shot reading of the workers' group lag on all input topics."""
-    source = KafkaLagSource(kafka, group_id or kafka.group_id)
-    try:
-        return source.read()
-    finally:
-        source.close()

@@ -73,15 +73,6 @@ def _wait_running(settings: Settings, timeout_s: float) -> None:
     raise TimeoutError(f"Serve app {settings.serve.app_name!r} not running after {timeout_s:.0f} s")
 
 
-def free_port() -> int:
-    """A free loopback port, for the HTTP proxy of throwaway apps (tests, benchmarks)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get_score_handle(settings: Settings):
     """Handle of the Reranker deployment: score(ScoreRequest) -> list[float], info() -> ModelInfo."""
     from ray import serve

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from serve_app.engine.synthetic import (
+from tests.support.synthetic_models import (
     build_tiny_bi_encoder,
     build_tiny_qwen3_reranker,
     build_tiny_qwen3_seq_cls,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from schemas.settings import Settings
-from serve_app.runtime import free_port
+from tests.support.net import free_port
 
 
 @dataclass

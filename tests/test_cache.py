@@ -7,8 +7,8 @@ import time
 import pytest
 
 from schemas.settings import RedisSettings
-from workers.cache import CacheQuery, ScoreCache, cache_key, decode_score, encode_score
-from serve_app.runtime import free_port
+from serve_app.scoring.cache import CacheQuery, ScoreCache, cache_key, decode_score, encode_score
+from tests.support.net import free_port
 
 DOCS = ["ein Fahrrad", "a bicycle", "un vélo", ""]
 
@@ -79,7 +79,7 @@ def test_disabled_is_a_no_op():
 
 def test_redis_down_never_raises_counts_bypass_and_backs_off(caplog):
     c = ScoreCache(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2), log_interval_s=60)
-    with caplog.at_level("WARNING", logger="workers.cache"):
+    with caplog.at_level("WARNING", logger="serve_app.scoring.cache"):
         assert c.lookup("fp", "k", "i", "q", ["a", "b"]) == [None, None]
         c.store("fp", "k", "i", "q", ["a"], [0.5])
         t0 = time.monotonic()

@@ -1,4 +1,4 @@
-"""seq-cls and bi-encoder kinds vs plain transformers; model resolution and kind errors."""
+"""seq-cls and bi-encoder kinds vs plain transformers (fp32 pinned: tight tolerances); model resolution, kind errors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceCl
 from schemas.settings import ModelSettings
 from serve_app.engine import ModelKindError, ModelUnavailableError, ScoreRequest, load_engine
 from serve_app.engine.prompt import QWEN3_PREFIX, QWEN3_SUFFIX, qwen3_body
-from serve_app.engine.reference import official_recipe_scores
+from tests.support.reference_recipe import official_recipe_scores
 
 QUERY = "how do vaccines train the immune system"
 DOCS = ["Vaccines expose the immune system to a harmless antigen.", "", "Bread is baked from flour. " * 80,
@@ -23,12 +23,13 @@ DOCS = ["Vaccines expose the immune system to a harmless antigen.", "", "Bread i
 
 
 def test_seq_cls_parity_with_plain_transformers(tiny_seq_cls_dir):
-    eng = load_engine(ModelSettings(model=str(tiny_seq_cls_dir), max_batch_tokens=512))
+    eng = load_engine(ModelSettings(model=str(tiny_seq_cls_dir), max_batch_tokens=512, dtype="float32"))
     assert eng.info.kind == "seq-cls" and eng.info.max_length == 512 and eng.default_instruction is None
     tok = AutoTokenizer.from_pretrained(tiny_seq_cls_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_seq_cls_dir).eval()
     with torch.no_grad():
-        enc = tok([QUERY] * len(DOCS), DOCS, padding=True, truncation="only_second", max_length=512, return_tensors="pt")
+        enc = tok([QUERY] * len(DOCS), DOCS, padding=True, truncation="only_second", max_length=512,
+                  return_tensors="pt")
         logits = model(**enc).logits[:, 0]
     raw = eng.score(QUERY, DOCS, raw_scores=True)
     assert max(abs(a - b) for a, b in zip(raw, logits.tolist())) < 1e-5
@@ -40,7 +41,7 @@ def test_seq_cls_parity_with_plain_transformers(tiny_seq_cls_dir):
 def test_qwen3_seq_cls_conversion_matches_the_official_recipe(tiny_qwen_seq_cls_dir, tiny_qwen_dir, instruction):
     """A '-seq-cls' conversion is served with the Qwen3 prompt and left padding: its sigmoid equals the
     official causal-LM score, and its raw logit equals plain transformers on one pair at a time."""
-    eng = load_engine(ModelSettings(model=str(tiny_qwen_seq_cls_dir), max_batch_tokens=256))
+    eng = load_engine(ModelSettings(model=str(tiny_qwen_seq_cls_dir), max_batch_tokens=256, dtype="float32"))
     assert eng.info.kind == "seq-cls" and eng.default_instruction.startswith("Given a web search query")
     causal = AutoModelForCausalLM.from_pretrained(tiny_qwen_dir, dtype=torch.float32).eval()
     plain = AutoModelForSequenceClassification.from_pretrained(tiny_qwen_seq_cls_dir, dtype=torch.float32).eval()
@@ -60,7 +61,7 @@ def test_qwen3_seq_cls_conversion_matches_the_official_recipe(tiny_qwen_seq_cls_
 
 
 def test_bi_encoder_parity_with_plain_transformers(tiny_bi_encoder_dir):
-    eng = load_engine(ModelSettings(model=str(tiny_bi_encoder_dir)))
+    eng = load_engine(ModelSettings(model=str(tiny_bi_encoder_dir), dtype="float32"))
     assert eng.info.kind == "bi-encoder" and eng.info.max_length == 128  # from sentence_bert_config.json
     tok = AutoTokenizer.from_pretrained(tiny_bi_encoder_dir)
     model = AutoModel.from_pretrained(tiny_bi_encoder_dir).eval()

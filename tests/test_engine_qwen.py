@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from schemas.settings import ModelSettings
 from serve_app.engine import ModelKindError, ScoreRequest, load_engine
 from serve_app.engine.prompt import QWEN3_SUFFIX
-from serve_app.engine.reference import official_recipe_scores
+from tests.support.reference_recipe import official_recipe_scores
 
 DOCS = [
     "Paris is the capital of France.",
@@ -33,7 +33,7 @@ def plain(tiny_qwen_dir):
 
 @pytest.fixture(scope="module")
 def engine(tiny_qwen_dir):
-    return load_engine(ModelSettings(model=str(tiny_qwen_dir), max_batch_tokens=1024))
+    return load_engine(ModelSettings(model=str(tiny_qwen_dir), max_batch_tokens=1024, dtype="float32"))
 
 
 def one_by_one(plain, query, docs, instruction=None, max_length=8192):
@@ -72,7 +72,8 @@ def test_parity_with_official_recipe(engine, plain, instruction, prefix_reuse):
 
 
 def test_parity_across_jobs_and_small_batches(tiny_qwen_dir, plain):
-    eng = load_engine(ModelSettings(model=str(tiny_qwen_dir), max_batch_tokens=256))  # many micro-batches
+    # max_batch_tokens=256: many micro-batches
+    eng = load_engine(ModelSettings(model=str(tiny_qwen_dir), max_batch_tokens=256, dtype="float32"))
     reqs = [
         ScoreRequest("capital of France", DOCS[:5]),
         ScoreRequest("", DOCS[3:7], instruction="Find passages in any language"),
@@ -119,7 +120,7 @@ def test_forward_passes_skip_the_vocabulary_projection_and_padding(tiny_qwen_dir
 
 
 def test_truncation_keeps_prompt_and_matches_recipe(tiny_qwen_dir, plain):
-    eng = load_engine(ModelSettings(model=str(tiny_qwen_dir), max_length=96))
+    eng = load_engine(ModelSettings(model=str(tiny_qwen_dir), max_length=96, dtype="float32"))
     docs = [DOCS[2], DOCS[7], "short", DOCS[3] * 5]
     probs, _ = one_by_one(plain, "query words", docs, max_length=96)
     assert_close(eng.score("query words", docs), probs)

@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from serve_app.runtime import free_port
+from tests.support.net import free_port
 
 
 def _serve(env_extra: dict[str, str]) -> subprocess.Popen:

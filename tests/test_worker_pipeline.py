@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import signal
 import subprocess
@@ -12,7 +14,7 @@ import pytest
 
 from schemas.messages import Candidate, ErrorKind, RerankJob, now_ms
 from tests.fixtures_worker import make_jobs
-from serve_app.runtime import free_port
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -136,19 +138,22 @@ def test_sigterm_finishes_in_flight_and_commits_exactly_what_was_published(make_
     assert all(len(r) == 1 for r in p.results.values())
 
 
+def _partitions(logged: str) -> set[tuple[str, int]]:
+    """Partitions of one 'assigned [...]' log line: [('topic', 0), ...]."""
+    return {(t, int(p)) for t, p in re.findall(r"\('([^']+)', (\d+)\)", logged)}
+
+
 def test_two_workers_in_one_group_split_partitions(make_pipeline):
     p = make_pipeline()
     a, b = p.start_worker(), p.start_worker()
     a.wait_ready(), b.wait_ready()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait for the rebalance to settle with both members
-        la = [m for m in __import__("re").findall(r"assigned \[(.*)\]", a.output)]
-        lb = [m for m in __import__("re").findall(r"assigned \[(.*)\]", b.output)]
-        if la and lb and la[-1] and lb[-1]:
+    while time.monotonic() < deadline:  # the rebalance settles with both members owning partitions
+        owned_a, owned_b = _partitions(a.wait_assigned()[-1]), _partitions(b.wait_assigned()[-1])
+        if owned_a and owned_b and owned_a.isdisjoint(owned_b):
             break
         time.sleep(0.2)
-    assert la[-1] and lb[-1], a.output + b.output
-    assert set(eval(f"[{la[-1]}]")).isdisjoint(eval(f"[{lb[-1]}]"))  # noqa: S307 - our own log line
+    assert owned_a and owned_b and owned_a.isdisjoint(owned_b), a.output + b.output
     jobs = make_jobs("two", 40, docs=8) + make_jobs("two-m", 40, docs=8, feed="moderation")
     p.produce(jobs)
     p.wait_for([j.job_id for j in jobs], timeout=90)

@@ -6,11 +6,14 @@ import json
 
 import pytest
 
-from schemas.messages import Candidate, ErrorKind, ModelRef, RerankJob, now_ms
+from schemas.messages import Candidate, ErrorKind, RerankJob, now_ms
+from schemas.scoring import ModelInfo
 from schemas.settings import LimitsSettings, Settings
 from workers.decode import Rejection, decode_job
 from workers.offsets import OffsetTracker
-from workers.processor import JobProcessor, rank
+from serve_app.scoring import ScoringCore
+from serve_app.scoring.core import Lookup
+from workers.processing import JobProcessor, ranked
 
 P = ("t", 0)
 
@@ -84,36 +87,43 @@ def test_valid_job_and_served_model_accepted():
     assert isinstance(got, RerankJob) and got.job_id == "j1"
 
 
+def _scored(scores):
+    return ScoringCore(None)._scored(Lookup(None, list(scores)))  # type: ignore[arg-type]
+
+
 def test_rank_orders_best_first_ties_in_input_order_and_top_k():
     job = RerankJob(job_id="j", feed="moderation", query="q", top_k=2, threshold=0.5,
                     candidates=[Candidate(id=c, text=c) for c in "abcd"])
-    ranked = rank(job, [0.2, 0.9, 0.2, 0.6])
-    assert [(r.id, r.rank) for r in ranked] == [("b", 1), ("d", 2)]
-    assert [r.id for r in rank(job, [0.2, 0.9, 0.2, 0.6], top_k=None)] == ["b", "d", "a", "c"]
+    scored = _scored([0.2, 0.9, 0.2, 0.6])
+    assert [(r.id, r.rank) for r in ranked(job, scored, job.top_k)] == [("b", 1), ("d", 2)]
+    assert [r.id for r in ranked(job, scored, None)] == ["b", "d", "a", "c"]
 
 
-class _Scorer:
-    model = ModelRef(id="m", revision="r", kind="seq-cls")
-    fingerprint = "m@r"
-
+class _Client:
     def __init__(self):
         self.calls = []
 
-    def score(self, query, documents, instruction):
-        self.calls.append(list(documents))
-        return [len(d) / 10 for d in documents]
+    def info(self):
+        return ModelInfo(id="m", revision="r", kind="seq-cls", device="cpu", dtype="float32", max_length=64, fallback=False)
+
+    def default_instruction(self):
+        return None
+
+    def score(self, request):
+        self.calls.append(list(request.documents))
+        return [len(d) / 10 for d in request.documents]
 
 
 def test_processor_chunks_misses_and_flags_by_threshold_over_all_candidates():
     settings = Settings.model_validate({"worker": {"chunk_documents": 2}})
-    scorer = _Scorer()
-    proc = JobProcessor(settings, scorer, None, "w")
+    client = _Client()
+    proc = JobProcessor(settings, client, ScoringCore(None, settings.worker.chunk_documents), "w")
     job = RerankJob(job_id="j", feed="moderation", query="q", top_k=1, threshold=0.3,
                     candidates=[Candidate(id=str(i), text="x" * i) for i in range(1, 6)])
-    prep = proc.prepare([job])[0]
-    assert prep.instruction == settings.kafka.feeds["moderation"].instruction
-    proc.score_misses(prep)
-    assert [len(c) for c in scorer.calls] == [2, 2, 1]
-    res = proc.result(prep, from_cache=0, model_ms=1.0)
+    item = proc.admit([job])[0]
+    assert item.lookup.request.instruction == settings.kafka.feeds["moderation"].instruction
+    res = proc.finish(item)
+    assert [len(c) for c in client.calls] == [2, 2, 1]
     assert [r.id for r in res.ranked] == ["5"]
     assert res.flagged == ["5", "4", "3"]
+    assert res.model.id == "m" and res.cached == 0

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from schemas.settings import ConfigError
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve_app.runtime", "Start Ray and the Serve app (reranker replicas + HTTP API)."),
     "worker": ("workers.runner", "Run the Kafka worker (standalone, or N Ray actors with --ray)."),
@@ -33,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(p)
     args = parser.parse_args(argv)
     assert module is not None
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:  # an operator's mistake, not a bug: no traceback, exit 2 like a usage error
+        for problem in exc.problems:
+            print(f"rerank-stream {args.command}: configuration error: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     settings = isolated_settings(load_settings(args.config), "demo", run_id)
     from serve_app import runtime
 
-    from workers.processor import ServeScorer
+    from serve_app.scoring.client import ServeScoreClient
     from workers.worker import Worker
 
     _say(f"starting Ray + Serve with model {settings.model.model!r} (first start takes a while)...")
@@ -102,20 +102,20 @@ def run(args: argparse.Namespace) -> int:
     thread = None
     try:
         handle = runtime.get_score_handle(settings)
-        scorer = ServeScorer(handle, settings.worker.scoring_timeout_s)
-        info = handle.info.remote().result(timeout_s=60)
+        client = ServeScoreClient(handle, settings.worker.scoring_timeout_s)
+        info = client.info()
         fallback = bool(getattr(info, "fallback", False))
         if fallback:
             print("\n" + "!" * 78)
             print("!! No Qwen3-Reranker weights available offline: serving the packaged")
-            print(f"!! FALLBACK model {scorer.model.id} ({scorer.model.kind}). Scores are cosine-based.")
+            print(f"!! FALLBACK model {info.id} ({info.kind}). Scores are cosine-based.")
             print("!" * 78 + "\n", flush=True)
-        _say(f"serving {scorer.model.id} (kind {scorer.model.kind}, revision {scorer.model.revision})")
+        _say(f"serving {info.id} (kind {info.kind}, revision {info.revision})")
         _say(f"Kafka {settings.kafka.bootstrap_servers}, Redis {settings.redis.url}; creating demo topics and starting the worker")
         from workers.topics import ensure_topics
 
         ensure_topics(settings)
-        worker = Worker(settings, scorer, worker_id=f"demo-{run_id}")
+        worker = Worker(settings, client, worker_id=f"demo-{run_id}")
         thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
         thread.start()
 

@@ -7,9 +7,23 @@ from typing import Any
 from schemas.settings import Settings
 
 
+def missing_codecs() -> list[str]:
+    """Kafka codecs kafka-python cannot decode here: their optional packages (lz4, python-snappy, zstandard) are absent."""
+    from kafka import codec
+
+    have = {"snappy": codec.has_snappy(), "lz4": codec.has_lz4(), "zstd": codec.has_zstd()}
+    return [name for name, ok in have.items() if not ok]
+
+
 def make_consumer(settings: Settings, *, group_id: str | None = None, **overrides: Any):
     from kafka import KafkaConsumer
 
+    # Producers choose the codec, not us: fail at start-up rather than with UnsupportedCodecError mid-stream.
+    if missing := missing_codecs():
+        raise RuntimeError(
+            f"kafka-python cannot decode {', '.join(missing)}-compressed batches: "
+            "install the runtime dependencies lz4, python-snappy and zstandard (pip install -e .)"
+        )
     opts: dict[str, Any] = dict(
         settings.kafka.client_options(),
         group_id=group_id or settings.kafka.group_id,
@@ -33,7 +47,7 @@ def make_producer(settings: Settings, **overrides: Any):
         acks="all",
         enable_idempotence=True,  # broker de-duplicates producer retries
         linger_ms=5,
-        compression_type="gzip",  # the only codec kafka-python supports without extras
+        compression_type=None if settings.kafka.compression_type == "none" else settings.kafka.compression_type,
     )
     opts.update(overrides)
     return KafkaProducer(**opts)

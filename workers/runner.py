@@ -1,7 +1,7 @@
 """``rerank-stream worker``: run the Kafka worker standalone, or as N Ray actors (``--ray``).
 
-Both modes run the very same ``Worker`` loop; only where the process lives differs. The scorer
-is the Ray Serve deployment handle (``--direct-engine`` loads the model in-process instead,
+Both modes run the very same ``Worker`` loop; only where the process lives differs. The score
+client is the Ray Serve deployment handle (``--direct-engine`` loads the model in-process instead,
 for benchmarks and debugging without Serve).
 """
 
@@ -28,20 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
-def make_scorer(settings: Settings, direct_engine: bool = False):
-    from workers.processor import EngineScorer, ServeScorer
+def make_client(settings: Settings, direct_engine: bool = False):
+    """The worker's ScoreClient: the Serve deployment handle, or an in-process engine (``--direct-engine``)."""
+    from serve_app.scoring.client import EngineScoreClient, ServeScoreClient
 
     if direct_engine:
         from serve_app.engine import load_engine
 
-        return EngineScorer(load_engine(settings.model))
+        return EngineScoreClient(load_engine(settings.model))
     import ray
 
     if not ray.is_initialized():
         ray.init(address=settings.serve.ray_address or "auto", log_to_driver=False, ignore_reinit_error=True)
     from serve_app.runtime import get_score_handle
 
-    return ServeScorer(get_score_handle(settings), settings.worker.scoring_timeout_s)
+    return ServeScoreClient(get_score_handle(settings), settings.worker.scoring_timeout_s)
 
 
 def run_worker(settings: Settings, *, direct_engine: bool = False, group_id: str | None = None, worker_id: str | None = None) -> int:
@@ -49,7 +50,7 @@ def run_worker(settings: Settings, *, direct_engine: bool = False, group_id: str
     from workers.metrics import serve_metrics
     from workers.worker import Worker
 
-    worker = Worker(settings, make_scorer(settings, direct_engine), group_id=group_id, worker_id=worker_id)
+    worker = Worker(settings, make_client(settings, direct_engine), group_id=group_id, worker_id=worker_id)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop())
@@ -71,7 +72,7 @@ def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
             from workers.worker import Worker, default_worker_id
 
             s = Settings.model_validate_json(settings_json)
-            self.worker = Worker(s, make_scorer(s), group_id=group_id, worker_id=f"{default_worker_id()}#{index}")
+            self.worker = Worker(s, make_client(s), group_id=group_id, worker_id=f"{default_worker_id()}#{index}")
             self.thread = threading.Thread(target=self.worker.run, daemon=True)
             self.thread.start()
 

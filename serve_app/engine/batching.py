@@ -7,7 +7,11 @@ budget removes that waste; the caller restores input order with the returned ind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def plan_micro_batches(lengths: Sequence[int], max_batch_tokens: int, max_padding: float = 0.2) -> list[list[int]]:
@@ -37,6 +41,35 @@ def plan_micro_batches(lengths: Sequence[int], max_batch_tokens: int, max_paddin
     if current:
         batches.append(current)
     return batches
+
+
+def run_micro_batches(
+    items: Sequence[T], lengths: Sequence[int], max_batch_tokens: int, fn: Callable[[list[T]], Sequence[R]]
+) -> list[R]:
+    """fn over the planned micro-batches of items (fn returns one result per item); results in input order."""
+    out: list = [None] * len(items)
+    for batch in plan_micro_batches(lengths, max_batch_tokens):
+        for i, r in zip(batch, fn([items[i] for i in batch])):
+            out[i] = r
+    return out
+
+
+def split_sizes(flat: Sequence[R], sizes: Sequence[int]) -> list[list[R]]:
+    """Cut a flat list back into consecutive pieces of the given sizes (one per job)."""
+    out, k = [], 0
+    for n in sizes:
+        out.append(list(flat[k:k + n]))
+        k += n
+    return out
+
+
+def pad_id_of(tokenizer) -> int:
+    """Padding token id: the tokenizer's pad token, else its eos token (decoders often have no pad), else 0.
+
+    Padded positions are masked out, so the choice only has to be a valid id.
+    """
+    pad = tokenizer.pad_token_id
+    return int(pad if pad is not None else (tokenizer.eos_token_id or 0))
 
 
 def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .batching import pad_right, plan_micro_batches
+from .batching import pad_id_of, pad_right, run_micro_batches, split_sizes
+from .kinds import KindSpec, has_architecture
 
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len", "lasttoken")
 
@@ -57,14 +58,14 @@ class BiEncoderScorer:
     kind = "bi-encoder"
     default_instruction = None  # instructions are ignored: plain embedding models take none
 
-    def __init__(self, model, tokenizer, path: Path, *, max_length: int, max_batch_tokens: int):
+    def __init__(self, model, tokenizer, *, path: Path, max_length: int, max_batch_tokens: int):
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
         self.pooling = read_pooling_mode(path)
-        self.pad_id = int(tokenizer.pad_token_id or 0)
+        self.pad_id = pad_id_of(tokenizer)
         self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None):
@@ -78,23 +79,15 @@ class BiEncoderScorer:
         return (raw + 1.0) / 2.0  # cosine in [-1, 1] -> [0, 1], same order
 
     def raw_scores(self, jobs) -> list[list[float]]:
-        flat = [(j, t) for j, texts in enumerate(jobs) for t in range(len(texts))]
-        seqs = [jobs[j][t] for j, t in flat]
-        emb: list[torch.Tensor | None] = [None] * len(seqs)
-        for batch in plan_micro_batches([len(s) for s in seqs], self.max_batch_tokens):
-            vecs = self._embed([seqs[i] for i in batch])
-            for i, v in zip(batch, vecs):
-                emb[i] = v
+        seqs = [s for texts in jobs for s in texts]
+        emb = run_micro_batches(seqs, [len(s) for s in seqs], self.max_batch_tokens, self._embed)
         out: list[list[float]] = []
-        k = 0
-        for texts in jobs:
-            if not texts:
+        for vecs in split_sizes(emb, [len(texts) for texts in jobs]):
+            if not vecs:
                 out.append([])
                 continue
-            block = torch.stack(emb[k:k + len(texts)])
-            k += len(texts)
-            cos = torch.nn.functional.cosine_similarity(block[1:], block[:1], dim=-1)
-            out.append(cos.tolist())
+            block = torch.stack(vecs)
+            out.append(torch.nn.functional.cosine_similarity(block[1:], block[:1], dim=-1).tolist())
         return out
 
     def _embed(self, seqs) -> torch.Tensor:
@@ -104,3 +97,13 @@ class BiEncoderScorer:
         kwargs = {"token_type_ids": torch.zeros_like(ids_t)} if self.uses_token_types else {}
         hidden = self.model(input_ids=ids_t, attention_mask=mask_t, **kwargs).last_hidden_state
         return pool(hidden.to(torch.float32), mask_t, self.pooling)
+
+
+SPEC = KindSpec(
+    name="bi-encoder",
+    scorer=BiEncoderScorer,
+    model_class="AutoModel",
+    detect=lambda path, config: (path / "modules.json").is_file() or has_architecture("Model")(path, config),
+    priority=10,
+    refusals={"seq-cls": "{path} has a classification head (a cross-encoder); use RERANK_MODEL_KIND=seq-cls"},
+)

@@ -1,7 +1,7 @@
 """RerankEngine: the one entry point callers use (Serve replicas, tests, benchmarks).
 
-Kind-specific work lives in the scorers (qwen3.py, seq_cls.py, bi_encoder.py); this facade loads
-them, validates input, keeps tokenisation apart from the forward pass and maps logits to scores.
+Kind-specific work lives in the scorers of the kind registry (registry.py); this facade loads them,
+validates input, keeps tokenisation apart from the forward pass and maps logits to scores.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .api import ModelInfo, ModelKindError, ScoreRequest
-from .loader import check_kind, detect_kind, model_max_length, resolve_device, resolve_dtype, resolve_model
+from .api import ModelInfo, ScoreRequest
+from .kinds import KindScorer
+from .loader import model_max_length, resolve_device, resolve_dtype, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,15 @@ class RerankEngine:
     template is still well formed): the result is a valid, deterministic, usually low score.
     """
 
-    def __init__(self, info: ModelInfo, scorer, tokenizer):
+    def __init__(self, info: ModelInfo, scorer: KindScorer, tokenizer):
         self.info = info
         self._scorer = scorer
         self._tokenizer = tokenizer
         self.default_instruction: str | None = scorer.default_instruction
 
-    def score(self, query: str, documents: Sequence[str], instruction: str | None = None, raw_scores: bool = False) -> list[float]:
+    def score(
+        self, query: str, documents: Sequence[str], instruction: str | None = None, raw_scores: bool = False
+    ) -> list[float]:
         return self.score_many([ScoreRequest(query, documents, instruction, raw_scores)])[0]
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
@@ -60,45 +63,32 @@ def _check_request(r: ScoreRequest) -> None:
 
 
 def load_engine(settings) -> RerankEngine:
-    """Load the model named by ModelSettings (RERANK_MODEL...) with the right scorer for its kind."""
+    """Load the model named by ModelSettings (RERANK_MODEL...) with the registered scorer of its kind."""
     resolved = resolve_model(settings.model, settings.revision or None)  # first: fails fast, before heavy imports
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from .bi_encoder import BiEncoderScorer
-    from .qwen3 import Qwen3Scorer
-    from .seq_cls import SeqClsScorer
+    from .registry import KINDS, check_kind, detect_kind
 
     path = resolved.path
     config = AutoConfig.from_pretrained(path)
     kind = check_kind(settings.kind, detect_kind(path, config), path)
+    spec = KINDS[kind]
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     max_length = model_max_length(path, config, settings.max_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    common = dict(dtype=dtype, attn_implementation="sdpa")
-    if kind == "qwen3-reranker":
-        model = AutoModelForCausalLM.from_pretrained(path, **common)
-    elif kind == "seq-cls":
-        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **common)
-        missing = [k for k in info.get("missing_keys", ()) if any(h in k for h in ("score", "classifier", "head"))]
-        if missing:
-            raise ModelKindError(
-                f"{path} has no trained classification head (missing {missing[:3]}): it would give random scores"
-            )
-    else:
-        model = AutoModel.from_pretrained(path, **common)
+    model = spec.load_model(path, dtype)
     model.to(device).eval()
-    if kind == "qwen3-reranker":
-        scorer = Qwen3Scorer(model, tokenizer, max_length=max_length, max_batch_tokens=settings.max_batch_tokens)
-    elif kind == "seq-cls":
-        scorer = SeqClsScorer(model, tokenizer, max_length=max_length, max_batch_tokens=settings.max_batch_tokens)
-    else:
-        scorer = BiEncoderScorer(model, tokenizer, path, max_length=max_length, max_batch_tokens=settings.max_batch_tokens)
+    scorer = spec.scorer(model, tokenizer, path=path, max_length=max_length, max_batch_tokens=settings.max_batch_tokens)
     info = ModelInfo(
         id=resolved.id, revision=resolved.revision, kind=kind, device=str(device),
         dtype=str(dtype).removeprefix("torch."), max_length=max_length, fallback=resolved.fallback,
     )
     if info.fallback:
-        log.warning("serving the FALLBACK model %s (%s): scores are bi-encoder cosines, not reranker scores", info.id, kind)
-    log.info("loaded %s kind=%s device=%s dtype=%s max_length=%d", info.fingerprint, kind, device, info.dtype, max_length)
+        log.warning(
+            "serving the FALLBACK model %s (%s): scores are bi-encoder cosines, not reranker scores", info.id, kind
+        )
+    log.info(
+        "loaded %s kind=%s device=%s dtype=%s max_length=%d", info.fingerprint, kind, device, info.dtype, max_length
+    )
     return RerankEngine(info, scorer, tokenizer)

@@ -9,12 +9,14 @@ instruction, query) are run once and their KV cache is reused for all documents 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from transformers import DynamicCache
 
 from .api import ModelKindError
-from .batching import common_prefix_length, pad_left, plan_micro_batches
+from .batching import common_prefix_length, pad_id_of, run_micro_batches
+from .kinds import KindSpec, has_architecture, left_padded, sigmoid
 from .prompt import QWEN3_DEFAULT_INSTRUCTION, Qwen3PromptEncoder
 
 # Below this many shared tokens (or documents) a separate prefix pass costs more than it saves.
@@ -36,8 +38,10 @@ def yes_no_ids(tokenizer) -> tuple[int, int]:
 class Qwen3Scorer:
     kind = "qwen3-reranker"
     default_instruction = QWEN3_DEFAULT_INSTRUCTION
+    activate = staticmethod(sigmoid)
 
-    def __init__(self, model, tokenizer, *, max_length: int, max_batch_tokens: int, prefix_reuse: bool = True):
+    def __init__(self, model, tokenizer, *, path: Path | None = None, max_length: int, max_batch_tokens: int,
+                 prefix_reuse: bool = True):
         self.model = model  # kept for callers that need the full LM (the benchmark baseline)
         self.base = model.get_decoder()
         self.device = next(model.parameters()).device
@@ -45,18 +49,13 @@ class Qwen3Scorer:
         weight = model.get_output_embeddings().weight
         # fp32 head rows: the yes-no difference of two large logits is sensitive to rounding.
         self.head = weight[[yes, no]].detach().to(torch.float32).clone()
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
+        self.pad_id = pad_id_of(tokenizer)
         self.prompt = Qwen3PromptEncoder(tokenizer, max_length)
         self.max_batch_tokens = max_batch_tokens
         self.prefix_reuse = prefix_reuse
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[list[int]]:
-        return self.prompt.encode(query, documents, instruction if instruction is not None else self.default_instruction)
-
-    @staticmethod
-    def activate(raw: float) -> float:
-        return float(torch.sigmoid(torch.tensor(raw, dtype=torch.float64)))
+        return self.prompt.encode(query, documents, self.default_instruction if instruction is None else instruction)
 
     def raw_scores(self, jobs: Sequence[list[list[int]]]) -> list[list[float]]:
         out: list[list[float]] = [[0.0] * len(j) for j in jobs]
@@ -64,17 +63,13 @@ class Qwen3Scorer:
         for j, seqs in enumerate(jobs):
             shared = self._shared_prefix(seqs)
             if shared:
-                scores = self._score_with_prefix(seqs[0][:shared], [s[shared:] for s in seqs])
-                out[j] = scores
+                out[j] = self._score_with_prefix(seqs[0][:shared], [s[shared:] for s in seqs])
             else:
                 pooled.extend((j, d) for d in range(len(seqs)))
-        if pooled:
-            seqs = [jobs[j][d] for j, d in pooled]
-            for batch in plan_micro_batches([len(s) for s in seqs], self.max_batch_tokens):
-                scores = self._forward([seqs[i] for i in batch])
-                for i, s in zip(batch, scores):
-                    j, d = pooled[i]
-                    out[j][d] = s
+        seqs = [jobs[j][d] for j, d in pooled]
+        scores = run_micro_batches(seqs, [len(s) for s in seqs], self.max_batch_tokens, self._forward)
+        for (j, d), s in zip(pooled, scores):
+            out[j][d] = s
         return out
 
     def _shared_prefix(self, seqs: list[list[int]]) -> int:
@@ -89,33 +84,36 @@ class Qwen3Scorer:
         return (logits[:, 0] - logits[:, 1]).tolist()
 
     def _forward(self, seqs: list[list[int]]) -> list[float]:
-        ids, mask = pad_left(seqs, self.pad_id)
-        ids_t = torch.tensor(ids, device=self.device)
-        mask_t = torch.tensor(mask, device=self.device)
-        pos = (mask_t.cumsum(-1) - 1).clamp(min=0)
+        ids_t, mask_t, pos = left_padded(seqs, self.pad_id, self.device)
         hidden = self.base(input_ids=ids_t, attention_mask=mask_t, position_ids=pos, use_cache=False).last_hidden_state
         return self._project(hidden[:, -1])
 
     def _score_with_prefix(self, prefix: list[int], suffixes: list[list[int]]) -> list[float]:
         p = len(prefix)
-        out = self.base(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-        cache = out.past_key_values
+        cache = self.base(input_ids=torch.tensor([prefix], device=self.device), use_cache=True).past_key_values
         kv = [(layer.keys, layer.values) for layer in cache.layers]
-        scores = [0.0] * len(suffixes)
-        # Rows attend to the prefix too; count it once per row in the budget.
-        lengths = [len(s) for s in suffixes]
-        budget = max(self.max_batch_tokens - p, 1)
-        for batch in plan_micro_batches(lengths, budget):
-            b = len(batch)
-            ids, mask = pad_left([suffixes[i] for i in batch], self.pad_id)
-            ids_t = torch.tensor(ids, device=self.device)
-            mask_t = torch.tensor(mask, device=self.device)
+
+        def forward(rows: list[list[int]]) -> list[float]:
+            b = len(rows)
+            ids_t, mask_t, pos = left_padded(rows, self.pad_id, self.device)
             full_mask = torch.cat([torch.ones(b, p, dtype=mask_t.dtype, device=self.device), mask_t], dim=1)
-            pos = p + (mask_t.cumsum(-1) - 1).clamp(min=0)
-            batch_cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
+            rows_kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
+            batch_cache = DynamicCache(ddp_cache_data=rows_kv)
             hidden = self.base(
-                input_ids=ids_t, attention_mask=full_mask, position_ids=pos, past_key_values=batch_cache, use_cache=True
+                input_ids=ids_t, attention_mask=full_mask, position_ids=p + pos, past_key_values=batch_cache,
+                use_cache=True,
             ).last_hidden_state
-            for i, s in zip(batch, self._project(hidden[:, -1])):
-                scores[i] = s
-        return scores
+            return self._project(hidden[:, -1])
+
+        # Rows attend to the prefix too; count it once per row in the budget.
+        return run_micro_batches(suffixes, [len(s) for s in suffixes], max(self.max_batch_tokens - p, 1), forward)
+
+
+SPEC = KindSpec(
+    name="qwen3-reranker",
+    scorer=Qwen3Scorer,
+    model_class="AutoModelForCausalLM",
+    detect=has_architecture("ForCausalLM"),
+    priority=20,
+    refusals={"*": "{path} is a {detected} model, not a causal-LM reranker; use RERANK_MODEL_KIND=auto"},
+)

@@ -8,11 +8,13 @@ Qwen3 prompt, so they reuse the Qwen3 prompt encoder and left padding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from .api import ModelKindError
-from .batching import pad_left, pad_right, plan_micro_batches
+from .batching import pad_id_of, pad_right, run_micro_batches, split_sizes
+from .kinds import KindSpec, has_architecture, left_padded, sigmoid
 from .prompt import QWEN3_DEFAULT_INSTRUCTION, Qwen3PromptEncoder
 
 
@@ -22,8 +24,9 @@ def uses_qwen3_prompt(config, tokenizer) -> bool:
 
 class SeqClsScorer:
     kind = "seq-cls"
+    activate = staticmethod(sigmoid)
 
-    def __init__(self, model, tokenizer, *, max_length: int, max_batch_tokens: int):
+    def __init__(self, model, tokenizer, *, path: Path | None = None, max_length: int, max_batch_tokens: int):
         if int(getattr(model.config, "num_labels", 1)) != 1:
             raise ModelKindError(f"seq-cls models must have one output label, this one has {model.config.num_labels}")
         self.model = model
@@ -32,8 +35,7 @@ class SeqClsScorer:
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
         self.decoder = uses_qwen3_prompt(model.config, tokenizer)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
+        self.pad_id = pad_id_of(tokenizer)
         if self.decoder:
             self.prompt = Qwen3PromptEncoder(tokenizer, max_length)
             if model.config.pad_token_id is None:  # the head finds the last non-pad token by this id
@@ -44,7 +46,8 @@ class SeqClsScorer:
         if not documents:
             return []
         if self.decoder:
-            return [(ids, None) for ids in self.prompt.encode(query, documents, instruction or self.default_instruction)]
+            seqs = self.prompt.encode(query, documents, instruction or self.default_instruction)
+            return [(ids, None) for ids in seqs]
         queries = [query] * len(documents)
         try:
             enc = self.tokenizer(queries, list(documents), truncation="only_second", max_length=self.max_length)
@@ -53,32 +56,39 @@ class SeqClsScorer:
         types = enc.get("token_type_ids") or [None] * len(documents)
         return list(zip(enc["input_ids"], types))
 
-    @staticmethod
-    def activate(raw: float) -> float:
-        return float(torch.sigmoid(torch.tensor(raw, dtype=torch.float64)))
-
     def raw_scores(self, jobs) -> list[list[float]]:
-        flat = [(j, d) for j, items in enumerate(jobs) for d in range(len(items))]
-        items = [jobs[j][d] for j, d in flat]
-        out: list[list[float]] = [[0.0] * len(items_j) for items_j in jobs]
-        for batch in plan_micro_batches([len(ids) for ids, _ in items], self.max_batch_tokens):
-            for i, s in zip(batch, self._forward([items[i] for i in batch])):
-                j, d = flat[i]
-                out[j][d] = s
-        return out
+        items = [item for job in jobs for item in job]
+        flat = run_micro_batches(items, [len(ids) for ids, _ in items], self.max_batch_tokens, self._forward)
+        return split_sizes(flat, [len(job) for job in jobs])
 
     def _forward(self, items) -> list[float]:
         seqs = [ids for ids, _ in items]
-        kwargs = {}
         if self.decoder:
-            ids, mask = pad_left(seqs, self.pad_id)
-            mask_t = torch.tensor(mask, device=self.device)
-            kwargs["position_ids"] = (mask_t.cumsum(-1) - 1).clamp(min=0)
+            ids_t, mask_t, pos = left_padded(seqs, self.pad_id, self.device)
+            kwargs = {"position_ids": pos}
         else:
             ids, mask = pad_right(seqs, self.pad_id)
-            mask_t = torch.tensor(mask, device=self.device)
+            ids_t, mask_t = torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
+            kwargs = {}
             if items[0][1] is not None:
                 types, _ = pad_right([t for _, t in items], 0)
                 kwargs["token_type_ids"] = torch.tensor(types, device=self.device)
-        logits = self.model(input_ids=torch.tensor(ids, device=self.device), attention_mask=mask_t, **kwargs).logits
+        logits = self.model(input_ids=ids_t, attention_mask=mask_t, **kwargs).logits
         return logits[:, 0].to(torch.float32).tolist()
+
+
+SPEC = KindSpec(
+    name="seq-cls",
+    scorer=SeqClsScorer,
+    model_class="AutoModelForSequenceClassification",
+    detect=has_architecture("ForSequenceClassification"),
+    priority=30,
+    head_keys=("score", "classifier", "head"),
+    refusals={
+        "qwen3-reranker": (
+            "{path} is a causal LM (e.g. the original Qwen3-Reranker checkpoint): loading it as a sequence "
+            "classifier attaches a random head and gives random scores. Use RERANK_MODEL_KIND=qwen3-reranker "
+            "(or auto), or a converted '-seq-cls' checkpoint."
+        ),
+    },
+)

@@ -1,4 +1,4 @@
-"""The one Redis score cache, shared by the Kafka worker and the HTTP path.
+"""The one Redis score cache of the scoring core (so of the Kafka worker and the HTTP path alike).
 
 Why it looks like this:
 - Keys hash length-prefixed parts (model fingerprint, kind, instruction, query, document), so
@@ -35,10 +35,11 @@ def cache_key(prefix: str, fingerprint: str, kind: str, instruction: str, query:
     """Key of one (model, instruction, query, document) score: prefix + BLAKE2b-128 of length-prefixed parts."""
     h = hashlib.blake2b(digest_size=16)
     for part in (fingerprint, kind, instruction, query, document):
-        data = part.encode("utf-8")
+        # surrogatepass: the doors reject lone surrogates, but a key must never be the thing that crashes.
+        data = part.encode("utf-8", "surrogatepass")
         h.update(_LEN.pack(len(data)))
         h.update(data)
-    return prefix.encode("utf-8") + h.digest()
+    return prefix.encode("utf-8", "surrogatepass") + h.digest()
 
 
 def encode_score(score: float) -> bytes:

@@ -1,6 +1,6 @@
-"""Random-weight models built on the fly, saved like real checkpoints.
+"""Random-weight models built on the fly, saved like real checkpoints (test and benchmark code only).
 
-Tests, benchmarks and demos load them through the same `load_engine` path as real weights, since
+Tests and benchmarks load them through the same `load_engine` path as real weights, since
 no model hub is reachable here. Tokenizers are trained in a second with `tokenizers`; BERT-style
 models borrow the WordPiece tokenizer of the packaged all-MiniLM-L6-v2.
 """
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from .loader import minilm_dir
+from serve_app.engine.loader import minilm_dir
 
 __all__ = [
     "build_tiny_qwen3_reranker", "build_qwen3_reranker_0_6b_random", "build_tiny_qwen3_seq_cls", "build_tiny_seq_cls",
-    "build_tiny_bi_encoder", "minilm_dir", "training_corpus",
+    "build_tiny_bi_encoder", "training_corpus",
 ]
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -130,7 +130,7 @@ def build_tiny_qwen3_seq_cls(path, causal_dir) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForSequenceClassification
 
-    from .qwen3 import yes_no_ids
+    from serve_app.engine.qwen3 import yes_no_ids
 
     path = Path(path)
     causal = AutoModelForCausalLM.from_pretrained(causal_dir, dtype=torch.float32)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .prompt import QWEN3_DEFAULT_INSTRUCTION, QWEN3_PREFIX, QWEN3_SUFFIX
+from serve_app.engine.prompt import QWEN3_DEFAULT_INSTRUCTION, QWEN3_PREFIX, QWEN3_SUFFIX
 
 
 @torch.no_grad()

@@ -1,0 +1,110 @@
+"""Text that cannot be UTF-8: find it and say exactly where, the same way for every door.
+
+JSON allows ``"\\ud800"`` (a lone UTF-16 surrogate), Python decodes it into a ``str``, and the first
+``.encode("utf-8")`` downstream (cache key, Kafka key, result JSON) then crashes. The Kafka worker
+(dead letter) and the HTTP API (4xx) both call ``find_invalid_text`` on their (name, text) pairs before
+any work, so bad text is rejected with a reason a producer can act on. Text is never altered here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+# In a Python str every surrogate code point is "lone": a valid pair is decoded into one astral
+# character by json.loads, so anything left in U+D800..U+DFFF cannot be encoded as UTF-8.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class TextIssue:
+    """Where invalid text was found: field name, code point index in it, and the offending code point."""
+
+    field: str
+    position: int
+    codepoint: int
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"{self.field}: lone UTF-16 surrogate U+{self.codepoint:04X} at character {self.position}; "
+            "text must be valid Unicode (encodable as UTF-8)"
+        )
+
+
+def lone_surrogate_at(text: str) -> int | None:
+    """Index of the first surrogate code point in ``text``, or None when it encodes as UTF-8."""
+    if text.isascii():  # the common case, and a C-speed check
+        return None
+    found = _SURROGATE.search(text)
+    return None if found is None else found.start()
+
+
+def find_invalid_text(fields: Iterable[tuple[str, str | None]]) -> TextIssue | None:
+    """First (name, text) pair whose text is not valid Unicode, as a TextIssue; None values are skipped.
+
+    Generic over the door: pass e.g. ``[("query", q), ("instruction", ins), ("documents[3]", d), ...]``.
+    """
+    for name, text in fields:
+        if text is None:
+            continue
+        at = lone_surrogate_at(text)
+        if at is not None:
+            return TextIssue(name, at, ord(text[at]))
+    return None
+
+
+def _key_path(path: str, key: str) -> str:
+    if key.isidentifier() and len(key) <= 64:
+        return f"{path}.{key}" if path else key
+    return f"{path}[{ascii(key[:64])}]"
+
+
+def json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string of a parsed JSON value (object keys too) with its path, e.g. ``candidates[3].text``.
+
+    Iterative (no recursion, whatever the depth) and in document order, so the first issue reported is
+    the first in the message.
+    """
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        here, item = stack.pop()
+        if isinstance(item, str):
+            yield (here or "<root>"), item
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if isinstance(key, str):
+                    yield f"key {ascii(key[:64])} of {here or '<root>'}", key
+                    children.append((_key_path(here, key), child))
+                else:
+                    children.append((f"{here}[{key!r}]", child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed([(f"{here}[{i}]", child) for i, child in enumerate(item)]))
+
+
+def find_invalid_json_text(value: Any) -> TextIssue | None:
+    """First string (key or value) of a parsed JSON value that is not valid Unicode."""
+    return find_invalid_text(json_strings(value))
+
+
+def _reject_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        at = lone_surrogate_at(value)
+        if at is not None:
+            raise ValueError(
+                f"lone UTF-16 surrogate U+{ord(value[at]):04X} at character {at}; text must be valid Unicode"
+            )
+    return value
+
+
+UnicodeText = Annotated[str, BeforeValidator(_reject_lone_surrogates)]
+"""A ``str`` field that rejects lone surrogates with their position (pydantic reports the field's loc).
+
+A before-validator, so the message is ours rather than pydantic's generic ``string_unicode`` error.
+"""

@@ -1,0 +1,119 @@
+"""A thin wrapper over kafka-python's consumer: typed records, pause/resume all, commit positions.
+
+The worker loop and the checkpoint speak in ``(topic, partition)`` tuples and ``Record`` values;
+only this module knows kafka-python's ``TopicPartition`` and ``OffsetAndMetadata``. The client
+itself comes from a factory, so unit tests drive the loop with an in-memory fake.
+kafka-python's consumer is not thread-safe: every call here happens on the poll thread (or in
+its rebalance callbacks, which kafka-python runs on that same thread's poll).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed message, detached from the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+def _tp(key: TP) -> TopicPartition:
+    return TopicPartition(key[0], key[1])
+
+
+class JobConsumer:
+    """Subscribes with rebalance callbacks; polls records; pauses, resumes and commits by position."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.paused = False
+
+    def subscribe(
+        self, topics: list[str], on_assigned: Callable[[set[TP]], None], on_revoked: Callable[[set[TP]], None]
+    ) -> None:
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+                on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+            def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+                on_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+        self.client.subscribe(topics, listener=Listener())
+
+    def wait_for_metadata(self, topics: list[str], timeout_s: float = 30.0) -> None:
+        """Join only once every topic's partitions are known: a member that joins before a new topic's
+        metadata arrives is assigned nothing until the next metadata refresh."""
+        deadline = time.monotonic() + timeout_s
+        for topic in topics:
+            while not self.client.partitions_for_topic(topic) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        batch = self.client.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(getattr(r, "headers", None) or ()))
+            for recs in batch.values()
+            for r in recs
+        ]
+
+    def assignment(self) -> set[TP]:
+        return {(tp.topic, tp.partition) for tp in self.client.assignment()}
+
+    def pause_all(self) -> None:
+        if not self.paused:
+            self.client.pause(*self.client.assignment())
+            self.paused = True
+
+    def resume_all(self) -> None:
+        if self.paused:
+            self.client.resume(*self.client.paused())
+            self.paused = False
+
+    def commit(self, positions: dict[TP, int], *, in_callback: bool = False) -> None:
+        """Commit next-offset positions. In a rebalance callback the commit is queued asynchronously:
+        kafka-python 3 refuses a blocking commit there, and the async one goes out before the re-join."""
+        offsets = {_tp(k): OffsetAndMetadata(o, "", -1) for k, o in positions.items()}
+        if in_callback:
+            self.client.commit_async(offsets)
+        else:
+            self.client.commit(offsets)
+
+    def offsets_for_transaction(self, positions: dict[TP, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {_tp(k): OffsetAndMetadata(o, "", -1) for k, o in positions.items()}
+
+    def group_metadata(self) -> Any:
+        return self.client.group_metadata()
+
+    def lag(self) -> dict[TP, int]:
+        """High watermark minus position per assigned partition (what the client already knows)."""
+        out = {}
+        for tp in self.client.assignment():
+            high = self.client.highwater(tp)
+            if high is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - self.client.position(tp))
+        return out
+
+    def close(self) -> None:
+        self.client.close(autocommit=False)

@@ -1,0 +1,123 @@
+"""What happens to one record between the consumer and the publisher, with no Kafka in sight.
+
+``JobProcessor.admit`` decodes a poll's records and looks all their jobs up in the scoring core
+in one round trip; ``finish`` scores one job's misses under the retry/deadline policy and builds
+its ``RerankResult``. Every path ends in exactly one ``Outcome``: a result or a rejection
+(dead letter). Only failures that are not the record's fault (the model side unreachable after
+the retries) surface as ``scoring_failed`` dead letters; a shutdown leaves the record unfinished
+(``None``) so the next owner retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from schemas.messages import ErrorKind, ModelRef, RankedCandidate, RerankJob, RerankResult, Timings, now_ms
+from schemas.scoring import ModelInfo, ScoreRequest
+from schemas.settings import Settings
+from serve_app.scoring import Lookup, ScoreClient, Scored, ScoringCore
+from workers.decode import Rejection, deadline_passed, decode_job
+
+log = logging.getLogger(__name__)
+
+Outcome = Union[RerankResult, Rejection]
+
+
+@dataclass
+class Admitted:
+    """A valid job with what the cache already knew; ``lookup.missed`` empty = ready to publish."""
+
+    job: RerankJob
+    lookup: Lookup
+    picked_at_ms: int
+
+
+class JobProcessor:
+    """Decoding, cache lookup, scoring with retries, ranking. Thread-safe (pool threads call finish)."""
+
+    def __init__(self, settings: Settings, client: ScoreClient, core: ScoringCore, worker_id: str):
+        self.settings = settings
+        self.client = client
+        self.core = core
+        self.worker_id = worker_id
+        self.model: ModelInfo = client.info()
+        self.model_ref = ModelRef(id=self.model.id, revision=self.model.revision, kind=self.model.kind)
+
+    def instruction_for(self, job: RerankJob) -> str:
+        return job.instruction if job.instruction is not None else self.settings.kafka.feeds[job.feed].instruction
+
+    def decode(self, value: bytes | None, topic: str) -> RerankJob | Rejection:
+        return decode_job(value, topic, self.settings, self.model.id)
+
+    def admit(self, jobs: Sequence[RerankJob]) -> list[Admitted]:
+        """Look every job of a poll up in ONE cache round trip."""
+        picked = now_ms()
+        requests = [ScoreRequest(j.query, [c.text for c in j.candidates], self.instruction_for(j)) for j in jobs]
+        lookups = self.core.lookup_many(self.model, requests)
+        return [Admitted(j, lk, picked) for j, lk in zip(jobs, lookups)]
+
+    def finish(self, item: Admitted, stopping: threading.Event | None = None) -> Outcome | None:
+        """Score what the cache missed (retrying with back-off), then rank. None = stopped, not done."""
+        w = self.settings.worker
+        delay = w.retry_backoff_s
+        for attempt in range(w.scoring_retries + 1):
+            if deadline_passed(item.job):
+                return Rejection(ErrorKind.deadline_expired, "deadline passed before scoring", item.job.job_id)
+            try:
+                scored = self.core.complete(self.model, self.client, item.lookup)
+                return self.result(item, scored)
+            except Exception as exc:  # noqa: BLE001 - the model side failed: retried, then dead-lettered
+                if stopping is not None and stopping.is_set():
+                    log.warning("job %s not scored before shutdown (%r); it will be redelivered", item.job.job_id, exc)
+                    return None
+                if attempt == w.scoring_retries:
+                    reason = f"scoring failed after {attempt + 1} attempts: {exc!r}"[:2000]
+                    return Rejection(ErrorKind.scoring_failed, reason, item.job.job_id)
+                log.warning("scoring job %s failed (%r); retry in %.2fs", item.job.job_id, exc, delay)
+                _sleep(delay, stopping)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def result(self, item: Admitted, scored: Scored) -> RerankResult:
+        job = item.job
+        done = now_ms()
+        return RerankResult(
+            job_id=job.job_id,
+            feed=job.feed,
+            model=self.model_ref,
+            ranked=ranked(job, scored, job.top_k),
+            flagged=flagged(job, scored),
+            cached=scored.cached,
+            timings=Timings(
+                queue_wait_ms=max(0.0, float(item.picked_at_ms - job.created_at)),
+                cache_ms=scored.cache_ms,
+                model_ms=scored.model_ms,
+                total_ms=max(0.0, float(done - job.created_at)),
+            ),
+            worker_id=self.worker_id,
+        )
+
+
+def ranked(job: RerankJob, scored: Scored, top_k: int | None) -> list[RankedCandidate]:
+    """Best first (ties in input order); top_k None = every candidate."""
+    order = scored.order if top_k is None else scored.order[:top_k]
+    return [RankedCandidate(id=job.candidates[i].id, score=scored.scores[i], rank=n) for n, i in enumerate(order, 1)]
+
+
+def flagged(job: RerankJob, scored: Scored) -> list[str]:
+    """Ids scoring at or above the job's threshold, best first."""
+    if job.threshold is None:
+        return []
+    return [job.candidates[i].id for i in scored.order if scored.scores[i] >= job.threshold]
+
+
+def _sleep(seconds: float, stopping: threading.Event | None, clock: Callable[[float], object] = time.sleep) -> None:
+    if stopping is None:
+        clock(seconds)
+    else:
+        stopping.wait(seconds)
