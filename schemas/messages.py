@@ -38,7 +38,7 @@ class Candidate(WireModel):
     @classmethod
     def _metadata_is_unicode(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         """Opaque, but still re-serialized (logs, dead letters): its strings must encode as UTF-8 too."""
-        issue = find_invalid_json_text(value) if value else None
+        issue = find_invalid_json_text(value, "metadata") if value else None
         if issue is not None:
             raise ValueError(issue.reason)
         return value

@@ -61,7 +61,7 @@ def find_invalid_text(fields: Iterable[tuple[str, str | None]]) -> TextIssue | N
 def _key_path(path: str, key: str) -> str:
     if key.isidentifier() and len(key) <= 64:
         return f"{path}.{key}" if path else key
-    return f"{path}[{ascii(key[:64])}]"
+    return f"{path}[{key[:64]!a}]"
 
 
 def json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -70,27 +70,29 @@ def json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     Iterative (no recursion, whatever the depth) and in document order, so the first issue reported is
     the first in the message.
     """
-    stack: list[tuple[str, Any]] = [(path, value)]
+    stack: list[tuple[str, Any, bool]] = [(path, value, False)]  # (path, item, item is an object key)
     while stack:
-        here, item = stack.pop()
-        if isinstance(item, str):
+        here, item, is_key = stack.pop()
+        if is_key:
+            yield here, item
+        elif isinstance(item, str):
             yield (here or "<root>"), item
         elif isinstance(item, dict):
-            children = []
+            children: list[tuple[str, Any, bool]] = []
             for key, child in item.items():
                 if isinstance(key, str):
-                    yield f"key {ascii(key[:64])} of {here or '<root>'}", key
-                    children.append((_key_path(here, key), child))
+                    children.append((f"key {key[:64]!a} of {here or '<root>'}", key, True))
+                    children.append((_key_path(here, key), child, False))
                 else:
-                    children.append((f"{here}[{key!r}]", child))
+                    children.append((f"{here}[{key!r}]", child, False))
             stack.extend(reversed(children))
         elif isinstance(item, list | tuple):
-            stack.extend(reversed([(f"{here}[{i}]", child) for i, child in enumerate(item)]))
+            stack.extend(reversed([(f"{here}[{i}]", child, False) for i, child in enumerate(item)]))
 
 
-def find_invalid_json_text(value: Any) -> TextIssue | None:
-    """First string (key or value) of a parsed JSON value that is not valid Unicode."""
-    return find_invalid_text(json_strings(value))
+def find_invalid_json_text(value: Any, path: str = "") -> TextIssue | None:
+    """First string (key or value) of a parsed JSON value that is not valid Unicode; ``path`` names the value."""
+    return find_invalid_text(json_strings(value, path))
 
 
 def _reject_lone_surrogates(value: Any) -> Any:

@@ -33,7 +33,7 @@ def serve_settings(model_dir, redis_url: str, app_name: str, route_prefix: str, 
         "min_replicas": 1, "max_replicas": 1, "scale_on_kafka_lag": False, "batch_wait_timeout_s": 0.02,
     }
     return Settings.model_validate({
-        "model": {"model": str(model_dir), "device": "cpu"},
+        "model": {"model": str(model_dir), "device": "cpu", "dtype": "float32"},  # parity tests: exact scores
         "redis": {"url": redis_url, "key_prefix": f"test:{uuid.uuid4().hex[:8]}:"},
         "serve": {**base_serve, **serve},
         "kafka": kafka or {},

@@ -256,7 +256,7 @@ class WorkerServe:
             from schemas.settings import ModelSettings
             from serve_app.engine import load_engine
 
-            self._engine = load_engine(ModelSettings(model=self.model_path, device="cpu"))
+            self._engine = load_engine(ModelSettings(model=self.model_path, device="cpu", dtype="float32"))
         return self._engine
 
 
@@ -272,5 +272,6 @@ def worker_serve(serve_stack, tiny_qwen_dir) -> WorkerServe:
         "RERANK_SERVE_DEPLOYMENT_NAME": s.serve.deployment_name,
         "RERANK_MODEL": str(tiny_qwen_dir),
         "RERANK_MODEL_DEVICE": "cpu",
+        "RERANK_MODEL_DTYPE": "float32",
     }
     return WorkerServe(env, str(tiny_qwen_dir))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -90,8 +91,6 @@ def new_topic(kafka_admin, name: str) -> str:
 
 def read_back(settings: Settings, topic: str, want: int, timeout_s: float = 30.0) -> list[bytes]:
     """Every value of the topic, in order, through the worker's own consumer factory."""
-    import time
-
     consumer = make_consumer(settings, group_id=f"{topic}-reader")
     got: list[bytes] = []
     try:
@@ -114,8 +113,13 @@ def test_librdkafka_batches_are_consumed(codec, kafka_bootstrap, kafka_admin, un
         {"bootstrap.servers": kafka_bootstrap, "compression.type": codec, "acks": "all", "linger.ms": 20}
     )
     errors: list[str] = []
+
+    def delivered(err, _msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
     for v in values:
-        producer.produce(topic, v, on_delivery=lambda err, _msg: err and errors.append(str(err)))
+        producer.produce(topic, v, on_delivery=delivered)
     assert producer.flush(30) == 0 and not errors, errors
 
     assert read_back(settings_with("gzip", kafka_bootstrap), topic, len(values)) == values

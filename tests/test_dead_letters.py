@@ -40,8 +40,12 @@ MAX_BYTES = st.one_of(
 
 
 def build(raw, rejection, max_bytes=DEFAULT_MAX_DEAD_LETTER_BYTES, **kw) -> bytes:
-    args = {"source_topic": "rerank.jobs.recommendation", "source_partition": 3, "source_offset": 42,
-            "worker_id": "host:1"}
+    args = {
+        "source_topic": "rerank.jobs.recommendation",
+        "source_partition": 3,
+        "source_offset": 42,
+        "worker_id": "host:1",
+    }
     args.update(kw)
     return build_dead_letter(raw, rejection, max_bytes=max_bytes, **args)
 
@@ -78,7 +82,7 @@ def test_payload_over_786_kb_is_cut_to_a_prefix_under_the_producer_limit():
     letter = DeadLetter.model_validate_json(data)
     assert letter.payload_truncated and letter.payload_size == 800_000 and letter.job_id == "job-1"
     assert raw.startswith(letter.payload()) and len(letter.payload()) > 600_000
-    assert letter.source_topic == "rerank.jobs.recommendation" and (letter.source_partition, letter.source_offset) == (3, 42)
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("rerank.jobs.recommendation", 3, 42)
 
 
 def test_whole_payload_kept_when_it_fits_exactly_up_to_the_limit():
@@ -125,3 +129,13 @@ def test_payload_b64_is_plain_base64_of_the_prefix():
     letter = DeadLetter.model_validate_json(build(raw, Rejection(ErrorKind.too_large, "r"), max_bytes=100_000))
     assert letter.payload_b64 == base64.b64encode(raw[: len(letter.payload())]).decode()
     assert len(letter.payload()) % 3 == 0
+
+
+def test_empty_payload_with_texts_cut_to_the_last_byte():
+    """No room left at all after cutting texts: still fits, and an empty payload is not 'truncated'."""
+    rej = Rejection(ErrorKind.undecodable, "r" * 50_000)
+    for max_bytes in range(MIN_DEAD_LETTER_BYTES, MIN_DEAD_LETTER_BYTES + 40):
+        for raw in (None, b"", b"ab"):
+            data = build(raw, rej, max_bytes=max_bytes, produced_at=1)
+            letter = DeadLetter.model_validate_json(data)
+            assert len(data) <= max_bytes and letter.payload_truncated == (letter.payload() != (raw or b""))

@@ -315,12 +315,21 @@ def test_a_lone_surrogate_anywhere_is_invalid_text(obj, data):
     [
         (job(query="\ud800"), "query:"),
         (job(instruction="ok \udfff"), "instruction:"),
-        (job(candidates=[{"id": str(i), "text": "x" if i != 3 else "ab\ud800"} for i in range(5)]), "candidates[3].text:"),
+        (
+            job(candidates=[{"id": str(i), "text": "x" if i != 3 else "ab\ud800"} for i in range(5)]),
+            "candidates[3].text:",
+        ),
         (job(candidates=[{"id": "a\udc00", "text": "x"}]), "candidates[0].id:"),
         (job(feed="recommendation\ud800"), "feed:"),
         (job(model="m\ud800"), "model:"),
-        (job(candidates=[{"id": "a", "text": "x", "metadata": {"k": ["ok", "\ud800"]}}]), "candidates[0].metadata.k[1]:"),
-        (job(candidates=[{"id": "a", "text": "x", "metadata": {"\ud800": 1}}]), "key '\\ud800' of candidates[0].metadata"),
+        (
+            job(candidates=[{"id": "a", "text": "x", "metadata": {"k": ["ok", "\ud800"]}}]),
+            "candidates[0].metadata.k[1]:",
+        ),
+        (
+            job(candidates=[{"id": "a", "text": "x", "metadata": {"\ud800": 1}}]),
+            "key '\\ud800' of candidates[0].metadata",
+        ),
     ],
 )
 def test_lone_surrogate_in_text_is_rejected_with_its_place(obj, where):
@@ -405,8 +414,11 @@ def test_large_but_bounded_numbers_in_metadata_are_fine():
     meta = {"big": 10**99, "neg": -(10**99), "f": 1.7e308, "tiny": 5e-324}
     out = check_total(dumps(job(candidates=[{"id": "a", "text": "x", "metadata": meta}])))
     assert isinstance(out, RerankJob) and out.candidates[0].metadata == meta
-    rejected(dumps(job(candidates=[{"id": "a", "text": "x", "metadata": {"big": 10**20}}])), ErrorKind.invalid_json,
-             max_int_digits=10)
+    rejected(
+        dumps(job(candidates=[{"id": "a", "text": "x", "metadata": {"big": 10**20}}])),
+        ErrorKind.invalid_json,
+        max_int_digits=10,
+    )
 
 
 def test_out_of_range_ints_for_job_fields_are_schema_violations():
@@ -418,16 +430,25 @@ def test_out_of_range_ints_for_job_fields_are_schema_violations():
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"job_id": "a", "job_id": "b", "feed": "recommendation", "query": "q", "candidates": [{"id": "a", "text": "x"}]}',
-        b'{"job_id": "a", "feed": "recommendation", "query": "q", "candidates": [{"id": "a", "text": "x", "text": "y"}]}',
+        b'{"job_id":"a","job_id":"b","feed":"recommendation","query":"q","candidates":[{"id":"a","text":"x"}]}',
+        b'{"job_id":"a","feed":"recommendation","query":"q","candidates":[{"id":"a","text":"x","text":"y"}]}',
     ],
 )
 def test_duplicate_keys_are_invalid_json(raw):
     assert "duplicate key" in rejected(raw, ErrorKind.invalid_json).reason
 
 
-@pytest.mark.parametrize(("raw", "name"), [(b"[]", "array"), (b'"job"', "string"), (b"1", "number"),
-                                           (b"null", "null"), (b"true", "boolean"), (b"  [1, {}]  ", "array")])
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        (b"[]", "array"),
+        (b'"job"', "string"),
+        (b"1", "number"),
+        (b"null", "null"),
+        (b"true", "boolean"),
+        (b"  [1, {}]  ", "array"),
+    ],
+)
 def test_non_object_top_level_is_a_schema_violation(raw, name):
     assert rejected(raw, ErrorKind.schema_violation).reason.endswith(f"got {name}")
 

