@@ -10,17 +10,29 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo services-start services-stop services-status bench-engine bench-serve bench-pipeline load-smoke perf-docs clean
+.PHONY: install lock lint test demo services-start services-stop services-status bench-engine bench-serve bench-pipeline load-smoke perf-docs clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Installs exactly the pinned versions of requirements.lock (compiled by `make lock` with uv from
+# pyproject.toml), then the project itself without resolving anything again.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
-test: install
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --no-header --quiet -o requirements.lock
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint
 	deploy/local/with-services.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install

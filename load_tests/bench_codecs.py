@@ -33,16 +33,21 @@ def make_values(kind: str, n: int, seed: int = 0) -> list[bytes]:
 
     rng = random.Random(seed)
     out = []
+    msg: RerankJob | RerankResult
     for i in range(n):
         job_id = uuid.UUID(int=rng.getrandbits(128)).hex
         feed = "moderation" if i % 3 == 0 else "recommendation"
         if kind == "job":
             lang = rng.choice(corpus.LANGS)
-            cands = [Candidate(id=f"doc-{rng.getrandbits(48):012x}", text=corpus.document(rng, lang)) for _ in range(20)]
+            cands = [
+                Candidate(id=f"doc-{rng.getrandbits(48):012x}", text=corpus.document(rng, lang)) for _ in range(20)
+            ]
             msg = RerankJob(job_id=job_id, feed=feed, query=corpus.query(rng, lang), candidates=cands, top_k=10)
         else:
             scores = sorted((rng.random() for _ in range(20)), reverse=True)
-            ranked = [RankedCandidate(id=f"doc-{rng.getrandbits(48):012x}", score=s, rank=r + 1) for r, s in enumerate(scores)]
+            ranked = [
+                RankedCandidate(id=f"doc-{rng.getrandbits(48):012x}", score=s, rank=r + 1) for r, s in enumerate(scores)
+            ]
             msg = RerankResult(
                 job_id=job_id,
                 feed=feed,
@@ -65,7 +70,9 @@ def make_values(kind: str, n: int, seed: int = 0) -> list[bytes]:
 def settings_for(base, codec: str):
     from schemas.settings import Settings
 
-    return Settings.model_validate({**base.model_dump(), "kafka": {**base.kafka.model_dump(), "compression_type": codec}})
+    return Settings.model_validate(
+        {**base.model_dump(), "kafka": {**base.kafka.model_dump(), "compression_type": codec}}
+    )
 
 
 def one_run(base, admin, codec: str, values: list[bytes], topic: str) -> dict[str, float]:
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     topics.append(f"bench-codecs.{run_id}.warmup")
     try:
         for rep in range(args.reps):
-            order = codecs[rep % len(codecs):] + codecs[: rep % len(codecs)]  # rotate: no codec always first
+            order = codecs[rep % len(codecs) :] + codecs[: rep % len(codecs)]  # rotate: no codec always first
             for kind in kinds:
                 for codec in order:
                     topic = f"bench-codecs.{run_id}.{kind}.{codec}.{rep}"
@@ -216,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
             "consume_mb_s": round(raw[kind] / mb / statistics.median(r["consume_s"] for r in rs), 2),
             "ratio": round(raw[kind] / statistics.median(r["stored_bytes"] for r in rs), 2),
             "stored_mb": round(statistics.median(r["stored_bytes"] for r in rs) / mb, 3),
-            "produce_cpu_ms_per_mb": round(1000 * statistics.median(r["produce_cpu_s"] for r in rs) / (raw[kind] / mb), 1),
-            "consume_cpu_ms_per_mb": round(1000 * statistics.median(r["consume_cpu_s"] for r in rs) / (raw[kind] / mb), 1),
+            "produce_cpu_ms_per_mb": round(
+                1000 * statistics.median(r["produce_cpu_s"] for r in rs) / (raw[kind] / mb), 1
+            ),
+            "consume_cpu_ms_per_mb": round(
+                1000 * statistics.median(r["consume_cpu_s"] for r in rs) / (raw[kind] / mb), 1
+            ),
         }
     cpu = {k: codec_cpu(values[k], codecs) for k in kinds}
 

@@ -22,12 +22,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from schemas.settings import ModelSettings  # noqa: E402
-from serve_app.engine import load_engine  # noqa: E402
-from tests.support.reference_recipe import official_recipe_scores  # noqa: E402
-from tests.support.synthetic_models import build_qwen3_reranker_0_6b_random, training_corpus  # noqa: E402
+from schemas.settings import ModelSettings
+from serve_app.engine import load_engine
+from tests.support.reference_recipe import official_recipe_scores
+from tests.support.synthetic_models import build_qwen3_reranker_0_6b_random, training_corpus
 
 QUERY = "Which passages explain how the capital city's public transport and museums attract tourists?"
 INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
@@ -71,15 +71,19 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="one job of 12 documents, one repetition (< 3 min on 2 CPU cores)")
+    ap.add_argument(
+        "--quick", action="store_true", help="one job of 12 documents, one repetition (< 3 min on 2 CPU cores)"
+    )
     ap.add_argument("--save", action="store_true", help="write load_tests/results/engine-<UTC timestamp>.json")
     ap.add_argument("--jobs", type=int, help="jobs (default 1 quick, 3 full)")
     ap.add_argument("--docs", type=int, help="documents per job (default 12 quick, 50 full CPU, 100 full GPU)")
     ap.add_argument("--repeats", type=int, help="timed repetitions, median reported (default 1 quick, 3 full)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="auto",
-                    help="auto = bfloat16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), else float32")
+    ap.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto = bfloat16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), else float32",
+    )
     ap.add_argument("--max-batch-tokens", type=int, default=16384)
     args = ap.parse_args(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"
@@ -89,17 +93,24 @@ def main(argv=None) -> int:
 
     path = model_dir(28)
     t0 = time.perf_counter()
-    engine = load_engine(ModelSettings(model=str(path), device=args.device, dtype=args.dtype,
-                                       max_batch_tokens=args.max_batch_tokens))
-    print(f"loaded {engine.info.fingerprint} on {engine.info.device} ({engine.info.dtype}) in "
-          f"{time.perf_counter() - t0:.1f}s", flush=True)
-    model, tokenizer = engine._scorer.model, engine._tokenizer
+    engine = load_engine(
+        ModelSettings(model=str(path), device=args.device, dtype=args.dtype, max_batch_tokens=args.max_batch_tokens)
+    )
+    print(
+        f"loaded {engine.info.fingerprint} on {engine.info.device} ({engine.info.dtype}) in "
+        f"{time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
+    model, tokenizer = engine._scorer.model, engine._tokenizer  # type: ignore[attr-defined]
     rng = random.Random(0)
     jobs = [make_documents(tokenizer, docs_n, rng) for _ in range(jobs_n)]
     total_docs = jobs_n * docs_n
     lengths = [n for job in jobs for n in engine.count_tokens(job)]
-    print(f"workload: {jobs_n} job(s) x {docs_n} docs, doc tokens {min(lengths)}-{max(lengths)} "
-          f"(mean {statistics.mean(lengths):.0f})", flush=True)
+    print(
+        f"workload: {jobs_n} job(s) x {docs_n} docs, doc tokens {min(lengths)}-{max(lengths)} "
+        f"(mean {statistics.mean(lengths):.0f})",
+        flush=True,
+    )
 
     # warm-up both paths on a tiny input (allocator, kernels)
     engine.score(QUERY, ["warm up"], INSTRUCTION)
@@ -116,7 +127,7 @@ def main(argv=None) -> int:
     print(f"baseline: {base_s:.2f}s  {total_docs / base_s:.2f} docs/s", flush=True)
     eng_s, eng_scores = timed(run_engine, repeats)
     print(f"engine:   {eng_s:.2f}s  {total_docs / eng_s:.2f} docs/s", flush=True)
-    diff = max(abs(a - b) for bj, ej in zip(base_scores, eng_scores) for a, b in zip(bj, ej))
+    diff = max(abs(a - b) for bj, ej in zip(base_scores, eng_scores) for a, b in zip(bj, ej))  # type: ignore[call-overload]
     result = {
         "baseline_docs_per_s": round(total_docs / base_s, 3),
         "engine_docs_per_s": round(total_docs / eng_s, 3),

@@ -34,7 +34,9 @@ def make_jobs(n: int, docs: int, run_id: str, seed: int = 0):
         lang = rng.choice(corpus.LANGS)
         feed = "moderation" if i % 3 == 0 else "recommendation"
         cands = [Candidate(id=f"c{k}", text=corpus.document(rng, lang)) for k in range(docs)]
-        jobs.append(RerankJob(job_id=f"{run_id}-{i}", feed=feed, query=f"{corpus.query(rng, lang)} {i}", candidates=cands))
+        jobs.append(
+            RerankJob(job_id=f"{run_id}-{i}", feed=feed, query=f"{corpus.query(rng, lang)} {i}", candidates=cands)
+        )
     return jobs
 
 
@@ -79,12 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     run_id = uuid.uuid4().hex[:6]
     base = load_settings()
-    settings = isolated_settings(Settings.model_validate({
-        **base.model_dump(),
-        "model": {"model": str(minilm_dir()), "device": "cpu"},
-        "serve": {**base.serve.model_dump(), "app_name": f"bench-{run_id}", "num_cpus": cores,
-                  "min_replicas": 1, "max_replicas": 1, "scale_on_kafka_lag": False, "max_queued_requests": -1},
-    }), "bench", run_id)
+    settings = isolated_settings(
+        Settings.model_validate(
+            {
+                **base.model_dump(),
+                "model": {"model": str(minilm_dir()), "device": "cpu"},
+                "serve": {
+                    **base.serve.model_dump(),
+                    "app_name": f"bench-{run_id}",
+                    "num_cpus": cores,
+                    "min_replicas": 1,
+                    "max_replicas": 1,
+                    "scale_on_kafka_lag": False,
+                    "max_queued_requests": -1,
+                },
+            }
+        ),
+        "bench",
+        run_id,
+    )
     jobs = make_jobs(n, args.docs, run_id)
     docs = n * args.docs
     instructions = {name: f.instruction for name, f in settings.kafka.feeds.items()}
@@ -106,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(b) pipeline: {docs / pipe_s:8.1f} docs/s, p50 {percentile(pipe_lat, 50):.0f} ms", flush=True)
         replay = [j.model_copy(update={"job_id": f"{j.job_id}-r{r}"}) for r in range(replays) for j in jobs]
         replay_s, replay_lat, replay_sent = through_pipeline(pipe, collector, replay)
-        print(f"(c) replay:   {len(replay) / replay_s:8.1f} jobs/s, p99 {percentile(replay_lat, 99):.0f} ms", flush=True)
+        print(
+            f"(c) replay:   {len(replay) / replay_s:8.1f} jobs/s, p99 {percentile(replay_lat, 99):.0f} ms", flush=True
+        )
         collector.stop()
         produced = set(sent) | set(replay_sent)
         outcomes = {j: o for j, o in collector.outcomes.items() if j in produced}
@@ -123,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         "replay_cache_hit_ratio": round(cached / (len(replay) * args.docs), 4),
         "dead_letters": sum(1 for o in outcomes.values() if o.dead_letter),
         "duplicates": collector.duplicates,
-        "jobs": n, "docs_per_job": args.docs, "replayed_jobs": len(replay),
-        "model": "all-MiniLM-L6-v2 (packaged)", "machine": machine(),
+        "jobs": n,
+        "docs_per_job": args.docs,
+        "replayed_jobs": len(replay),
+        "model": "all-MiniLM-L6-v2 (packaged)",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if args.save:

@@ -19,12 +19,11 @@ import random
 import statistics
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
 
 
 def make_jobs(n: int, docs: int, seed: int = 0) -> list[tuple[str, list[str]]]:
@@ -42,6 +41,7 @@ def make_jobs(n: int, docs: int, seed: int = 0) -> list[tuple[str, list[str]]]:
 
 def run_concurrent(fn, jobs, concurrency: int) -> tuple[float, list[float]]:
     """Wall seconds for all jobs and per-job latencies (ms), `concurrency` in flight."""
+
     def one(job):
         t = time.perf_counter()
         fn(job)
@@ -69,19 +69,29 @@ def main(argv: list[str] | None = None) -> int:
     from load_tests.report import percentile
     from schemas.settings import Settings, load_settings
     from serve_app import runtime
-    from tests.support.net import free_port
     from serve_app.engine import ScoreRequest, load_engine
     from serve_app.engine.loader import minilm_dir
+    from tests.support.net import free_port
 
     cores = os.cpu_count() or 1
     base = load_settings()
-    settings = Settings.model_validate({
-        **base.model_dump(),
-        "model": {"model": str(minilm_dir()), "device": "cpu"},
-        "redis": {**base.redis.model_dump(), "key_prefix": f"bench:{uuid.uuid4().hex[:8]}:"},
-        "serve": {**base.serve.model_dump(), "app_name": "bench", "http_port": free_port(), "num_cpus": cores,
-                  "min_replicas": 1, "max_replicas": 1, "scale_on_kafka_lag": False, "max_queued_requests": -1},
-    })
+    settings = Settings.model_validate(
+        {
+            **base.model_dump(),
+            "model": {"model": str(minilm_dir()), "device": "cpu"},
+            "redis": {**base.redis.model_dump(), "key_prefix": f"bench:{uuid.uuid4().hex[:8]}:"},
+            "serve": {
+                **base.serve.model_dump(),
+                "app_name": "bench",
+                "http_port": free_port(),
+                "num_cpus": cores,
+                "min_replicas": 1,
+                "max_replicas": 1,
+                "scale_on_kafka_lag": False,
+                "max_queued_requests": -1,
+            },
+        }
+    )
     jobs = make_jobs(n_jobs, args.docs)
     docs_total = n_jobs * args.docs
 
@@ -131,9 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ms": round(percentile(http_lat, 99), 1),
         "handle_p50_ms": round(statistics.median(handle_lat), 1),
         "mean_jobs_per_batch": round(sum(k * v for k, v in batches.items()) / max(1, sum(batches.values())), 2),
-        "jobs": n_jobs, "docs_per_job": args.docs, "concurrency": args.concurrency,
-        "model": "all-MiniLM-L6-v2 (packaged)", "device": "cpu", "cores": cores,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "jobs": n_jobs,
+        "docs_per_job": args.docs,
+        "concurrency": args.concurrency,
+        "model": "all-MiniLM-L6-v2 (packaged)",
+        "device": "cpu",
+        "cores": cores,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
     if args.save:
         from load_tests.report import write_run

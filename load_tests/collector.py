@@ -45,10 +45,14 @@ class Collector:
 
         k = self.settings.kafka
         consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False)
-        tps = []
+        tps: list = []
         deadline = time.monotonic() + 30
         while not tps and time.monotonic() < deadline:
-            tps = [TopicPartition(t, p) for t in (k.results_topic, k.dlq_topic) for p in sorted(consumer.partitions_for_topic(t) or ())]
+            tps = [
+                TopicPartition(t, p)
+                for t in (k.results_topic, k.dlq_topic)
+                for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
             if not tps:
                 time.sleep(0.1)
         consumer.assign(tps)
@@ -66,7 +70,10 @@ class Collector:
     def _record(self, rec, arrived: int) -> None:
         if rec.topic == self.settings.kafka.dlq_topic:
             dl = DeadLetter.model_validate_json(rec.value)
-            job_id, outcome = dl.job_id or f"dlq@{rec.partition}:{rec.offset}", Outcome(arrived, dead_letter=str(dl.error_kind))
+            job_id, outcome = (
+                dl.job_id or f"dlq@{rec.partition}:{rec.offset}",
+                Outcome(arrived, dead_letter=str(dl.error_kind)),
+            )
         else:
             res = RerankResult.model_validate_json(rec.value)
             job_id, outcome = res.job_id, Outcome(arrived, cached=res.cached)

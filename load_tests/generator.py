@@ -33,11 +33,13 @@ class JobGenerator:
         self._rng = rng
         self._pick = ZipfSampler(profile.queries, profile.zipf_s, rng)
         self._pool = []  # (feed, query, candidates) per query rank
-        for k in range(profile.queries):
+        for _ in range(profile.queries):
             lang = rng.choice(corpus.LANGS)
             feed = "moderation" if rng.random() < profile.moderation_share else "recommendation"
             n = rng.randint(*profile.candidates)
-            cands = [Candidate(id=f"c{i}", text=corpus.document(rng, lang if rng.random() < 0.7 else None)) for i in range(n)]
+            cands = [
+                Candidate(id=f"c{i}", text=corpus.document(rng, lang if rng.random() < 0.7 else None)) for i in range(n)
+            ]
             self._pool.append((feed, corpus.query(rng, lang), cands))
         self._count = itertools.count()
 
@@ -45,6 +47,10 @@ class JobGenerator:
         i = next(self._count)
         feed, query, cands = self._pool[self._pick()]
         return RerankJob(
-            job_id=f"{self.run_id}-{i}", feed=feed, query=query, candidates=cands,
-            threshold=0.5 if feed == "moderation" else None, top_k=20 if feed == "recommendation" else None,
+            job_id=f"{self.run_id}-{i}",
+            feed=feed,
+            query=query,
+            candidates=cands,
+            threshold=0.5 if feed == "moderation" else None,
+            top_k=20 if feed == "recommendation" else None,
         )

@@ -37,7 +37,9 @@ class LocalPipeline:
 
             self._started = runtime.start(self.settings)
             for i in range(self.workers):
-                client = ServeScoreClient(runtime.get_score_handle(self.settings), self.settings.worker.scoring_timeout_s)
+                client = ServeScoreClient(
+                    runtime.get_score_handle(self.settings), self.settings.worker.scoring_timeout_s
+                )
                 w = Worker(self.settings, client, worker_id=f"load-{i}")
                 t = threading.Thread(target=w.run, name=f"worker-{i}", daemon=True)
                 t.start()

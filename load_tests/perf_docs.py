@@ -1,6 +1,6 @@
 """Regenerates docs/performance.md from the newest result file of each benchmark (never by hand).
 
-    python -m load_tests.perf_docs
+python -m load_tests.perf_docs
 """
 
 from __future__ import annotations
@@ -16,14 +16,26 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 PLOTS = DOC.parent / "perf"
 
 SECTIONS = [
-    ("engine", "Engine vs the official Qwen3-Reranker recipe", "make bench-engine",
-     "`python -m load_tests.bench_engine --quick --save`: Qwen3-Reranker-0.6B architecture (28 layers, random "
-     "weights), documents of 16-512 tokens; target speedup >= 2 with max_abs_diff <= 1e-4."),
-    ("serve", "Serve handle and HTTP vs direct engine calls", "make bench-serve",
-     "`python -m load_tests.bench_serve --quick --save`: the same jobs through the engine, the Serve handle and "
-     "HTTP; target handle_efficiency >= 0.8."),
-    ("pipeline", "Pipeline efficiency (Kafka -> worker -> Serve -> Redis -> Kafka)", "make bench-pipeline",
-     "`python -m load_tests.bench_pipeline --quick --save`: targets efficiency >= 0.85, replay_jobs_per_s >= 500, lost = 0."),
+    (
+        "engine",
+        "Engine vs the official Qwen3-Reranker recipe",
+        "make bench-engine",
+        "`python -m load_tests.bench_engine --quick --save`: Qwen3-Reranker-0.6B architecture (28 layers, random "
+        "weights), documents of 16-512 tokens; target speedup >= 2 with max_abs_diff <= 1e-4.",
+    ),
+    (
+        "serve",
+        "Serve handle and HTTP vs direct engine calls",
+        "make bench-serve",
+        "`python -m load_tests.bench_serve --quick --save`: the same jobs through the engine, the Serve handle and "
+        "HTTP; target handle_efficiency >= 0.8.",
+    ),
+    (
+        "pipeline",
+        "Pipeline efficiency (Kafka -> worker -> Serve -> Redis -> Kafka)",
+        "make bench-pipeline",
+        "`python -m load_tests.bench_pipeline --quick --save`: targets efficiency >= 0.85, replay_jobs_per_s >= 500, lost = 0.",
+    ),
 ]
 LOAD_PROFILES = ("smoke", "steady", "burst", "zipf")
 
@@ -64,7 +76,7 @@ def render() -> str:
         out += [f"### {profile} ({record['date']}, {record['machine']})", "", *_table(record["summary"]), ""]
         PLOTS.mkdir(parents=True, exist_ok=True)
         for plot in sorted(RESULTS_DIR.glob(f"{path.stem}-*.png")):
-            shutil.copy(plot, PLOTS / f"{profile}-{plot.name[len(path.stem) + 1:]}")
+            shutil.copy(plot, PLOTS / f"{profile}-{plot.name[len(path.stem) + 1 :]}")
         for name in ("latency", "throughput", "replicas-lag"):
             if (PLOTS / f"{profile}-{name}.png").exists():
                 out.append(f"![{profile} {name}](perf/{profile}-{name}.png)")

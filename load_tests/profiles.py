@@ -18,8 +18,11 @@ class Profile:
     burst: tuple[float, float] | None = None  # (period_s, share of the period at 4x rate)
 
     def with_overrides(self, rate: float | None = None, duration_s: float | None = None) -> Profile:
-        return replace(self, rate=self.rate if rate is None else rate,
-                       duration_s=self.duration_s if duration_s is None else duration_s)
+        return replace(
+            self,
+            rate=self.rate if rate is None else rate,
+            duration_s=self.duration_s if duration_s is None else duration_s,
+        )
 
     def rate_at(self, t: float) -> float | None:
         """Target rate at second t of the run (bursts: 4x the base rate for part of each period)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[rank - 1])
 
 
-def summarize(produced: dict[str, tuple[int, int]], outcomes: dict[str, Any], started_ms: int, duplicates: int = 0) -> dict[str, Any]:
+def summarize(
+    produced: dict[str, tuple[int, int]], outcomes: dict[str, Any], started_ms: int, duplicates: int = 0
+) -> dict[str, Any]:
     """produced: job_id -> (created_at ms, documents); outcomes: job_id -> Outcome (collector)."""
     done = {j: o for j, o in outcomes.items() if j in produced}
     results = {j: o for j, o in done.items() if o.dead_letter is None}
@@ -50,7 +52,9 @@ def summarize(produced: dict[str, tuple[int, int]], outcomes: dict[str, Any], st
     }
 
 
-def timeline(produced: dict[str, tuple[int, int]], outcomes: dict[str, Any], started_ms: int, window_s: int = 5) -> list[dict[str, Any]]:
+def timeline(
+    produced: dict[str, tuple[int, int]], outcomes: dict[str, Any], started_ms: int, window_s: int = 5
+) -> list[dict[str, Any]]:
     """Per-window latency percentiles and throughput, by arrival time."""
     buckets: dict[int, list[tuple[float, int]]] = {}
     for j, o in outcomes.items():
@@ -60,17 +64,23 @@ def timeline(produced: dict[str, tuple[int, int]], outcomes: dict[str, Any], sta
     rows = []
     for b in sorted(buckets):
         lat = [x[0] for x in buckets[b]]
-        rows.append({
-            "t_s": b * window_s, "jobs_per_s": len(lat) / window_s, "docs_per_s": sum(x[1] for x in buckets[b]) / window_s,
-            "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "p99_ms": percentile(lat, 99),
-        })
+        rows.append(
+            {
+                "t_s": b * window_s,
+                "jobs_per_s": len(lat) / window_s,
+                "docs_per_s": sum(x[1] for x in buckets[b]) / window_s,
+                "p50_ms": percentile(lat, 50),
+                "p95_ms": percentile(lat, 95),
+                "p99_ms": percentile(lat, 99),
+            }
+        )
     return rows
 
 
 def write_run(kind: str, record: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
     """load_tests/results/<kind>-<UTC timestamp>.json (+ plots and summary for load runs)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"{kind}-{stamp}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     if "timeline" in record:
@@ -108,8 +118,13 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
     ts = [s["t"] - t0 for s in samples]
     ax.step(ts, [s.get("replicas") or 0 for s in samples], where="post", color="tab:purple", label="replicas")
     top = max([s.get("replicas") or 0 for s in samples] + [1])
-    ax.set(xlabel="seconds", ylabel="Serve replicas", ylim=(0, top + 1), title=f"{record['profile']}: replicas and consumer lag")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set(
+        xlabel="seconds",
+        ylabel="Serve replicas",
+        ylim=(0, top + 1),
+        title=f"{record['profile']}: replicas and consumer lag",
+    )
+    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     ax2 = ax.twinx()
     ax2.plot(ts, [s.get("lag") or 0 for s in samples], color="tab:orange", label="lag (jobs)")
     ax2.set_ylabel("consumer lag (jobs)")

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -70,10 +70,16 @@ def run_profile(profile, settings, *, external: bool = False, drain_s: float = 1
         cache = pipe.cache_stats()
     summary = summarize(produced, collector.outcomes, started_ms, collector.duplicates)
     return {
-        "profile": profile.name, "profile_config": asdict(profile), "started_ms": started_ms,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-        "model": settings.model.model, "summary": summary, "worker_cache": cache,
-        "timeline": timeline(produced, collector.outcomes, started_ms), "samples": sampler.samples,
+        "profile": profile.name,
+        "profile_config": asdict(profile),
+        "started_ms": started_ms,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "model": settings.model.model,
+        "summary": summary,
+        "worker_cache": cache,
+        "timeline": timeline(produced, collector.outcomes, started_ms),
+        "samples": sampler.samples,
     }
 
 

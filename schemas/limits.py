@@ -52,5 +52,7 @@ def check_limits(
             )
         total_tokens += prefix_tokens + estimate_tokens(text)
     if total_tokens > limits.max_total_tokens:
-        return LimitViolation("limits.max_total_tokens", f"about {total_tokens} tokens, limit {limits.max_total_tokens}")
+        return LimitViolation(
+            "limits.max_total_tokens", f"about {total_tokens} tokens, limit {limits.max_total_tokens}"
+        )
     return None

@@ -47,7 +47,7 @@ class Candidate(WireModel):
 class RerankJob(WireModel):
     """A ranking job: score every candidate against the query (or policy)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     job_id: UnicodeText = Field(min_length=1, max_length=256, description="Unique per job; the result's Kafka key.")
     feed: UnicodeText = Field(min_length=1, description="recommendation, moderation, or a configured feed name.")
     query: UnicodeText = Field(description="Query, user interest or moderation policy.")
@@ -72,8 +72,8 @@ class RerankJob(WireModel):
 
     @model_validator(mode="after")
     def _unique_candidate_ids(self) -> RerankJob:
-        seen: set[str] = set()
-        dupes = sorted({c.id for c in self.candidates if c.id in seen or seen.add(c.id)})
+        ids = [c.id for c in self.candidates]
+        dupes = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
         if dupes:
             shown = ", ".join(dupes[:5]) + (" ..." if len(dupes) > 5 else "")
             raise ValueError(f"duplicate candidate ids: {shown}")
@@ -100,7 +100,7 @@ class Timings(WireModel):
 
 
 class RerankResult(WireModel):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     job_id: str
     feed: str
     model: ModelRef
@@ -130,7 +130,7 @@ class ErrorKind(str, Enum):
 
 
 class DeadLetter(WireModel):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     payload_b64: str = Field(
         description="The original message value, base64; only its first bytes when payload_truncated is true."
     )

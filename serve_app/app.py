@@ -115,8 +115,8 @@ def build_app(settings: Settings):
     from serve_app.http_api import RerankAPI
 
     settings_json = settings.model_dump_json()
-    reranker = serve.deployment(Reranker).options(**reranker_options(settings)).bind(settings_json)
-    return RerankAPI.options(**api_options(settings)).bind(reranker, settings_json)
+    reranker = serve.deployment(Reranker).options(**reranker_options(settings)).bind(settings_json)  # type: ignore[attr-defined]
+    return RerankAPI.options(**api_options(settings)).bind(reranker, settings_json)  # type: ignore[attr-defined]
 
 
 def app_builder(args: dict[str, str]):
@@ -153,7 +153,7 @@ def render_serve_config(settings: Settings | None = None) -> str:
         "# Deploy: `serve deploy deploy/serve_config.yaml` (or KubeRay serveConfigV2). Model and Kafka\n"
         "# settings come from the environment of the Ray nodes (RERANK_MODEL, KAFKA_BOOTSTRAP_SERVERS, ...).\n"
     )
-    cfg = serve_config(settings or Settings(model={"device": "cpu"}))
+    cfg = serve_config(settings or Settings.model_validate({"model": {"device": "cpu"}}))
     return head + yaml.safe_dump(cfg, sort_keys=False)
 
 

@@ -108,8 +108,13 @@ class QueueDepthLagPolicy:
 
     def _report(self, ctx, queue_desired: float, lag: int | None, desired: int, reason: str) -> None:
         decision = {
-            "at": time.time(), "current": ctx.current_num_replicas, "requests": float(ctx.total_num_requests),
-            "queue_desired": float(queue_desired), "lag": lag, "desired": desired, "reason": reason,
+            "at": time.time(),
+            "current": ctx.current_num_replicas,
+            "requests": float(ctx.total_num_requests),
+            "queue_desired": float(queue_desired),
+            "lag": lag,
+            "desired": desired,
+            "reason": reason,
         }
         self.decisions = (self.decisions + [decision])[-100:]
         if (desired, reason) != self._last:
@@ -122,7 +127,9 @@ class QueueDepthLagPolicy:
                 self._gauges = {
                     "lag": Gauge("rerank_autoscaler_kafka_lag", "Kafka backlog seen by the autoscaling policy (jobs)."),
                     "desired": Gauge("rerank_autoscaler_desired_replicas", "Replicas the policy asks for."),
-                    "queue": Gauge("rerank_autoscaler_queue_desired_replicas", "Replicas the queue depth alone asks for."),
+                    "queue": Gauge(
+                        "rerank_autoscaler_queue_desired_replicas", "Replicas the queue depth alone asks for."
+                    ),
                 }
             self._gauges["desired"].set(desired)
             self._gauges["queue"].set(float(queue_desired))

@@ -40,13 +40,16 @@ class Reranker:
         settings = Settings.model_validate_json(settings_json)
         torch.set_num_threads(torch_threads(settings))
         self.engine = load_engine(settings.model)  # raises: the replica never becomes ready
-        self._batched.set_max_batch_size(settings.serve.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(settings.serve.batch_wait_timeout_s)
+        self._batched.set_max_batch_size(settings.serve.max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(settings.serve.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self._batch_jobs: Counter[int] = Counter()
         log.info(
             "Reranker replica pid=%d ready: %s on %s (%d torch threads)",
-            os.getpid(), self.engine.info.fingerprint, self.engine.info.device, torch.get_num_threads(),
+            os.getpid(),
+            self.engine.info.fingerprint,
+            self.engine.info.device,
+            torch.get_num_threads(),
         )
 
     async def score(self, request: ScoreRequest) -> list[float]:

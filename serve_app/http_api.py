@@ -67,8 +67,15 @@ class ApiError(Exception):
 class ErrorResponse(JSONResponse):
     """An ``ErrorBody`` as JSON; ASCII-escaped, so a reason quoting odd input can never fail to encode."""
 
-    def __init__(self, status: int, reason: str, *, limit: str | None = None, detail: Any = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        limit: str | None = None,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ):
         body = ErrorBody(error=reason, limit=limit, detail=detail).model_dump(exclude_none=True)
         super().__init__(body, status_code=status, headers=headers)
 
@@ -176,7 +183,7 @@ class JsonBodyGate:
             return False
         path, root = scope.get("path", ""), scope.get("root_path", "")
         if root and path.startswith(root):  # under a Serve route_prefix
-            path = path[len(root):]
+            path = path[len(root) :]
         return path in JSON_BODY_ROUTES
 
     @staticmethod
@@ -216,9 +223,14 @@ class ApiMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("rerank_http_requests_total", "HTTP requests.", ["route", "status"], registry=self.registry)
+        self.requests = Counter(
+            "rerank_http_requests_total", "HTTP requests.", ["route", "status"], registry=self.registry
+        )
         self.latency = Histogram(
-            "rerank_http_request_seconds", "Request latency.", ["route"], registry=self.registry,
+            "rerank_http_request_seconds",
+            "Request latency.",
+            ["route"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.documents = Counter("rerank_http_documents_total", "Documents ranked.", ["source"], registry=self.registry)
@@ -253,8 +265,12 @@ class RerankAPI:
 
     # -- routes ---------------------------------------------------------------------------------
 
-    @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-              responses={s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 503, 504)})
+    @api.post(
+        "/v1/rerank",
+        response_model=RerankResponse,
+        response_model_exclude_none=True,
+        responses={s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 503, 504)},
+    )
     async def rerank(self, body: RerankRequest) -> RerankResponse:
         """Cohere / Jina / vLLM request shape; results sorted by relevance, best first."""
         async with self._observe("/v1/rerank"):
@@ -267,7 +283,8 @@ class RerankAPI:
                 model=info.id,
                 results=[
                     RerankResultItem(
-                        index=i, relevance_score=scores[i],
+                        index=i,
+                        relevance_score=scores[i],
                         document=DocumentObject(text=texts[i]) if body.return_documents else None,
                     )
                     for i in order
@@ -275,8 +292,12 @@ class RerankAPI:
                 usage=Usage(documents=len(texts), cached_documents=scored.cached),
             )
 
-    @api.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
-              responses={s: {"model": ErrorBody} for s in (400, 413, 415, 422, 503, 504)})
+    @api.post(
+        "/rerank",
+        response_model=list[TeiRank],
+        response_model_exclude_none=True,
+        responses={s: {"model": ErrorBody} for s in (400, 413, 415, 422, 503, 504)},
+    )
     async def rerank_tei(self, body: TeiRerankRequest) -> list[TeiRank]:
         """text-embeddings-inference request shape; sorted by score, descending."""
         async with self._observe("/rerank"):
@@ -350,8 +371,12 @@ class RerankAPI:
         q = counts[0]
         for i, n in enumerate(counts[1:]):
             if q + n > max_length:
-                raise ApiError(413, f"text {i} with the query has {q + n} tokens, model max {max_length}; "
-                               "send truncate=true to truncate", limit="model.max_length")
+                raise ApiError(
+                    413,
+                    f"text {i} with the query has {q + n} tokens, model max {max_length}; "
+                    "send truncate=true to truncate",
+                    limit="model.max_length",
+                )
 
     def _observe(self, route: str):
         return _Observed(self.metrics, route)

@@ -40,8 +40,9 @@ class KafkaLagSource:
         if self._admin is None:
             self._admin = KafkaAdminClient(**opts, request_timeout_ms=self._timeout_ms)
         if self._consumer is None:
-            self._consumer = KafkaConsumer(**opts, group_id=None, enable_auto_commit=False,
-                                           request_timeout_ms=max(self._timeout_ms, 5000) + 1000)
+            self._consumer = KafkaConsumer(
+                **opts, group_id=None, enable_auto_commit=False, request_timeout_ms=max(self._timeout_ms, 5000) + 1000
+            )
         return self._admin, self._consumer
 
     def read(self) -> LagReading:
@@ -74,4 +75,3 @@ class KafkaLagSource:
                 except Exception:  # noqa: BLE001 - closing a broken client must not raise
                     pass
         self._admin = self._consumer = None
-

@@ -124,8 +124,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the Serve app did not start: {exc}", file=sys.stderr)
         return 1
     s = settings.serve
-    print(f"serving on http://{s.http_host}:{s.http_port}{s.route_prefix.rstrip('/')}/v1/rerank "
-          f"(docs at /docs); Ctrl-C stops", flush=True)
+    print(
+        f"serving on http://{s.http_host}:{s.http_port}{s.route_prefix.rstrip('/')}/v1/rerank "
+        f"(docs at /docs); Ctrl-C stops",
+        flush=True,
+    )
     stop_event = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop_event.set())

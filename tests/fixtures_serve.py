@@ -25,20 +25,37 @@ class ServeStack:
         return runtime.get_score_handle(self.settings)
 
 
-def serve_settings(model_dir, redis_url: str, app_name: str, route_prefix: str, http_port: int, *,
-                   kafka: dict | None = None, limits: dict | None = None, **serve: object) -> Settings:
+def serve_settings(
+    model_dir,
+    redis_url: str,
+    app_name: str,
+    route_prefix: str,
+    http_port: int,
+    *,
+    kafka: dict | None = None,
+    limits: dict | None = None,
+    **serve: object,
+) -> Settings:
     """Test settings: CPU, no GPU reservation (several apps share 2 cores), run-unique cache prefix."""
     base_serve = {
-        "app_name": app_name, "route_prefix": route_prefix, "http_port": http_port, "num_cpus": 0,
-        "min_replicas": 1, "max_replicas": 1, "scale_on_kafka_lag": False, "batch_wait_timeout_s": 0.02,
+        "app_name": app_name,
+        "route_prefix": route_prefix,
+        "http_port": http_port,
+        "num_cpus": 0,
+        "min_replicas": 1,
+        "max_replicas": 1,
+        "scale_on_kafka_lag": False,
+        "batch_wait_timeout_s": 0.02,
     }
-    return Settings.model_validate({
-        "model": {"model": str(model_dir), "device": "cpu", "dtype": "float32"},  # parity tests: exact scores
-        "redis": {"url": redis_url, "key_prefix": f"test:{uuid.uuid4().hex[:8]}:"},
-        "serve": {**base_serve, **serve},
-        "kafka": kafka or {},
-        "limits": limits or {},
-    })
+    return Settings.model_validate(
+        {
+            "model": {"model": str(model_dir), "device": "cpu", "dtype": "float32"},  # parity tests: exact scores
+            "redis": {"url": redis_url, "key_prefix": f"test:{uuid.uuid4().hex[:8]}:"},
+            "serve": {**base_serve, **serve},
+            "kafka": kafka or {},
+            "limits": limits or {},
+        }
+    )
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +72,14 @@ def serve_stack(tiny_qwen_dir, redis_url: str, serve_port: int):
     from serve_app import runtime
 
     settings = serve_settings(
-        tiny_qwen_dir, redis_url, "rerank-tests", "/", serve_port,
+        tiny_qwen_dir,
+        redis_url,
+        "rerank-tests",
+        "/",
+        serve_port,
         limits={"max_documents": 64, "max_document_chars": 4000, "max_total_tokens": 20000},
-        max_batch_size=8, max_queued_requests=-1,
+        max_batch_size=8,
+        max_queued_requests=-1,
     )
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -76,7 +98,9 @@ def extra_app(serve_stack, tiny_qwen_dir, redis_url: str):
     made = []
 
     def make(name: str, **kw) -> ServeStack:
-        settings = serve_settings(tiny_qwen_dir, redis_url, name, f"/{name}", serve_stack.settings.serve.http_port, **kw)
+        settings = serve_settings(
+            tiny_qwen_dir, redis_url, name, f"/{name}", serve_stack.settings.serve.http_port, **kw
+        )
         made.append(runtime.start(settings))
         return ServeStack(settings, f"{serve_stack.base_url}/{name}")
 

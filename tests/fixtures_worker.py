@@ -34,7 +34,15 @@ def make_jobs(prefix: str, n: int, docs: int = 20, feed: str = "recommendation",
             Candidate(id=f"d{k}", text=f"{WORDS[(i + k) % len(WORDS)]} {WORDS[(i * 3 + k * 7) % len(WORDS)]} item {k}")
             for k in range(docs)
         ]
-        jobs.append(RerankJob(job_id=f"{prefix}-{i}", feed=feed, query=f"looking for {WORDS[i % len(WORDS)]} number {i}", candidates=cands, **kw))
+        jobs.append(
+            RerankJob(
+                job_id=f"{prefix}-{i}",
+                feed=feed,
+                query=f"looking for {WORDS[i % len(WORDS)]} number {i}",
+                candidates=cands,
+                **kw,
+            )
+        )
     return jobs
 
 
@@ -45,7 +53,11 @@ class WorkerProcess:
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", "--log-level", "INFO", *(args or [])],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -66,7 +78,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker {self.name} did not start (rc={self.proc.poll()}):\n{self.output[-4000:]}")
+                raise AssertionError(
+                    f"worker {self.name} did not start (rc={self.proc.poll()}):\n{self.output[-4000:]}"
+                )
 
     def wait_assigned(self, timeout: float = 30) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -109,7 +123,10 @@ class Pipeline:
 
     def produce(self, jobs: list[RerankJob]) -> dict[str, tuple[str, int, int]]:
         """Send jobs to their feed topics; returns job_id -> (topic, partition, offset)."""
-        futures = [(j.job_id, self.send_raw(self.settings.kafka.feeds[j.feed].topic, j.model_dump_json().encode(), j.job_id)) for j in jobs]
+        futures = [
+            (j.job_id, self.send_raw(self.settings.kafka.feeds[j.feed].topic, j.model_dump_json().encode(), j.job_id))
+            for j in jobs
+        ]
         self._producer.flush()
         out = {}
         for job_id, fut in futures:
@@ -131,8 +148,11 @@ class Pipeline:
 
         if self._reader is None:
             self._reader = make_consumer(self.settings, group_id=None, enable_auto_commit=False)
-            tps = [TopicPartition(t, p) for t in (self.settings.kafka.results_topic, self.settings.kafka.dlq_topic)
-                   for p in range(self.settings.kafka.topic_partitions)]
+            tps = [
+                TopicPartition(t, p)
+                for t in (self.settings.kafka.results_topic, self.settings.kafka.dlq_topic)
+                for p in range(self.settings.kafka.topic_partitions)
+            ]
             self._reader.assign(tps)
             self._reader.seek_to_beginning(*tps)
         for recs in self._reader.poll(timeout_ms=int(seconds * 1000)).values():
@@ -155,8 +175,10 @@ class Pipeline:
                     raise AssertionError(f"worker {w.name} exited {w.proc.poll()}:\n{w.output[-4000:]}")
         missing = sorted(wanted - self.results.keys())
         logs = "\n".join(w.output[-2000:] for w in self.workers)
-        raise AssertionError(f"{len(missing)} jobs without result after {timeout}s (e.g. {missing[:5]}); "
-                             f"{len(self.dead_letters)} dead letters\n{logs}")
+        raise AssertionError(
+            f"{len(missing)} jobs without result after {timeout}s (e.g. {missing[:5]}); "
+            f"{len(self.dead_letters)} dead letters\n{logs}"
+        )
 
     def wait_count(self, n: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -186,7 +208,10 @@ class Pipeline:
 
 def pipeline_env(name: str, serve: Any, redis_url: str, **extra: str) -> dict[str, str]:
     feeds = {
-        "recommendation": {"topic": f"{name}.rec", "instruction": "Given a user's interest, retrieve items the user likes"},
+        "recommendation": {
+            "topic": f"{name}.rec",
+            "instruction": "Given a user's interest, retrieve items the user likes",
+        },
         "moderation": {"topic": f"{name}.mod", "instruction": "Judge whether the text violates the policy"},
     }
     env = dict(os.environ)

@@ -13,7 +13,6 @@ from tests.support.net import free_port
 DOCS = ["ein Fahrrad", "a bicycle", "un vélo", ""]
 
 
-
 @pytest.fixture
 def cache(redis_url: str, unique_name: str) -> ScoreCache:
     c = ScoreCache(RedisSettings(url=redis_url, key_prefix=f"{unique_name}:", ttl_s=60))
@@ -58,7 +57,13 @@ def test_lookup_store_round_trip_and_stats(cache: ScoreCache):
 def test_lookup_many_splits_per_job(cache: ScoreCache):
     cache.store("fp", "k", "i", "q1", ["a", "b"], [0.1, 0.2])
     cache.store("fp", "k", "i", "q2", ["a"], [0.9])
-    got = cache.lookup_many([CacheQuery("fp", "k", "i", "q1", ["a", "x", "b"]), CacheQuery("fp", "k", "i", "q2", ["a"]), CacheQuery("fp", "k", "i", "q3", [])])
+    got = cache.lookup_many(
+        [
+            CacheQuery("fp", "k", "i", "q1", ["a", "x", "b"]),
+            CacheQuery("fp", "k", "i", "q2", ["a"]),
+            CacheQuery("fp", "k", "i", "q3", []),
+        ]
+    )
     assert got == [[0.1, None, 0.2], [0.9], []]
 
 

@@ -68,9 +68,7 @@ def decoded_codecs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.fixture(scope="session")
 def kcat() -> str:
     """kcat, installed with apt-get by deploy/local/tools.sh when missing."""
-    proc = subprocess.run(
-        [ROOT / "deploy/local/tools.sh", "ensure-kcat"], capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([ROOT / "deploy/local/tools.sh", "ensure-kcat"], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 or not proc.stdout.strip():
         pytest.fail(f"kcat is required by the codec tests and could not be provided:\n{proc.stderr}")
     return proc.stdout.strip().splitlines()[-1]

@@ -18,8 +18,14 @@ from serve_app.engine.prompt import QWEN3_PREFIX, QWEN3_SUFFIX, qwen3_body
 from tests.support.reference_recipe import official_recipe_scores
 
 QUERY = "how do vaccines train the immune system"
-DOCS = ["Vaccines expose the immune system to a harmless antigen.", "", "Bread is baked from flour. " * 80,
-        "東京は日本の首都です 🙂", "Le système immunitaire apprend.", "a"]
+DOCS = [
+    "Vaccines expose the immune system to a harmless antigen.",
+    "",
+    "Bread is baked from flour. " * 80,
+    "東京は日本の首都です 🙂",
+    "Le système immunitaire apprend.",
+    "a",
+]
 
 
 def test_seq_cls_parity_with_plain_transformers(tiny_seq_cls_dir):
@@ -28,8 +34,9 @@ def test_seq_cls_parity_with_plain_transformers(tiny_seq_cls_dir):
     tok = AutoTokenizer.from_pretrained(tiny_seq_cls_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_seq_cls_dir).eval()
     with torch.no_grad():
-        enc = tok([QUERY] * len(DOCS), DOCS, padding=True, truncation="only_second", max_length=512,
-                  return_tensors="pt")
+        enc = tok(
+            [QUERY] * len(DOCS), DOCS, padding=True, truncation="only_second", max_length=512, return_tensors="pt"
+        )
         logits = model(**enc).logits[:, 0]
     raw = eng.score(QUERY, DOCS, raw_scores=True)
     assert max(abs(a - b) for a, b in zip(raw, logits.tolist())) < 1e-5
@@ -106,10 +113,16 @@ def test_unreachable_hub_fails_within_10s_naming_the_setting(tmp_path):
     with socket.socket() as hub:
         hub.bind(("127.0.0.1", 0))
         hub.listen(16)  # never accepted, never answered
-        env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_HOME": str(tmp_path),
-               "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}"}
-        out = subprocess.run([sys.executable, "-c", UNREACHABLE_HUB_CHILD], env=env, capture_output=True, text=True,
-                             timeout=120).stdout
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "0",
+            "TRANSFORMERS_OFFLINE": "0",
+            "HF_HOME": str(tmp_path),
+            "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}",
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", UNREACHABLE_HUB_CHILD], env=env, capture_output=True, text=True, timeout=120
+        ).stdout
     lines = out.splitlines()
     assert lines, out
     assert float(lines[0]) < 10

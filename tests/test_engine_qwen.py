@@ -101,7 +101,8 @@ def test_forward_passes_skip_the_vocabulary_projection_and_padding(tiny_qwen_dir
     hooks = [
         scorer.model.get_output_embeddings().register_forward_hook(lambda *a: lm_head_calls.append(1)),
         scorer.base.register_forward_pre_hook(
-            lambda m, args, kwargs: passes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True),
+            lambda m, args, kwargs: passes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+        ),
     ]
     try:
         eng.score("capital of France", DOCS)
@@ -126,7 +127,7 @@ def test_truncation_keeps_prompt_and_matches_recipe(tiny_qwen_dir, plain):
     assert_close(eng.score("query words", docs), probs)
     seqs = eng._scorer.encode("query words", docs, None)
     suffix = eng._scorer.prompt.suffix_ids
-    assert all(len(s) <= 96 and s[-len(suffix):] == suffix for s in seqs)
+    assert all(len(s) <= 96 and s[-len(suffix) :] == suffix for s in seqs)
 
 
 def test_40k_token_document_is_truncated_keeps_suffix_and_scores(engine):
@@ -135,7 +136,7 @@ def test_40k_token_document_is_truncated_keeps_suffix_and_scores(engine):
     seq = engine._scorer.encode("capital", [doc], None)[0]
     assert len(seq) == engine.info.max_length == 8192
     tok = engine._tokenizer
-    assert tok.decode(seq[-len(engine._scorer.prompt.suffix_ids):]) == QWEN3_SUFFIX
+    assert tok.decode(seq[-len(engine._scorer.prompt.suffix_ids) :]) == QWEN3_SUFFIX
     assert "<Query>: capital" in tok.decode(seq[:100])
     (score,) = engine.score("capital", [doc])
     assert 0.0 < score < 1.0

@@ -39,8 +39,11 @@ class TokenCountScorer:
 
 
 TOY = KindSpec(
-    name="token-count", scorer=TokenCountScorer, model_class="AutoModel",
-    detect=lambda path, cfg: (path / "token-count.flag").is_file(), priority=100,
+    name="token-count",
+    scorer=TokenCountScorer,
+    model_class="AutoModel",
+    detect=lambda path, cfg: (path / "token-count.flag").is_file(),
+    priority=100,
     refusals={"seq-cls": "{path}: a {detected} model keeps its head"},
 )
 
@@ -89,19 +92,25 @@ def test_a_registered_kind_is_detected_accepted_and_loaded(monkeypatch, tmp_path
 
 
 def test_builtin_scorers_implement_the_protocol(tiny_qwen_dir, tiny_seq_cls_dir, tiny_bi_encoder_dir):
-    for path, kind in ((tiny_qwen_dir, "qwen3-reranker"), (tiny_seq_cls_dir, "seq-cls"),
-                       (tiny_bi_encoder_dir, "bi-encoder")):
+    for path, kind in (
+        (tiny_qwen_dir, "qwen3-reranker"),
+        (tiny_seq_cls_dir, "seq-cls"),
+        (tiny_bi_encoder_dir, "bi-encoder"),
+    ):
         scorer = load_engine(ModelSettings(model=str(path), dtype="float32"))._scorer
         assert isinstance(scorer, KindScorer) and scorer.kind == kind
         assert type(scorer) is registry.KINDS[kind].scorer
 
 
-@pytest.mark.parametrize(("flags", "want"), [
-    ({"avx512f", "amx_bf16", "amx_tile"}, torch.bfloat16),
-    ({"avx512f", "avx512_bf16"}, torch.bfloat16),
-    ({"avx2", "avx512f"}, torch.float32),
-    (set(), torch.float32),
-])
+@pytest.mark.parametrize(
+    ("flags", "want"),
+    [
+        ({"avx512f", "amx_bf16", "amx_tile"}, torch.bfloat16),
+        ({"avx512f", "avx512_bf16"}, torch.bfloat16),
+        ({"avx2", "avx512f"}, torch.float32),
+        (set(), torch.float32),
+    ],
+)
 def test_dtype_auto_on_cpu_follows_native_bf16(monkeypatch, caplog, flags, want):
     monkeypatch.setattr(loader, "_cpu_flags", lambda: flags)
     with caplog.at_level(logging.INFO, logger=loader.__name__):

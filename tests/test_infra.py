@@ -79,3 +79,79 @@ def test_local_services_start_is_idempotent():
         assert "already running" in start.stderr
     after = subprocess.run([ROOT / "deploy/local/services.sh", "status"], capture_output=True, text=True)
     assert after.stdout == before  # same pids: nothing was restarted
+
+
+def _local_env(tmp_path: Path) -> dict[str, str]:
+    """deploy/local scripts pointed at an empty state dir and ports nobody uses: the shared services stay untouched."""
+    import socket
+
+    socks = [socket.socket() for _ in range(3)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return dict(
+        os.environ,
+        RERANK_LOCAL_DIR=str(tmp_path),
+        KAFKA_LOCAL_PORT=str(ports[0]),
+        KAFKA_LOCAL_CONTROLLER_PORT=str(ports[1]),
+        REDIS_LOCAL_PORT=str(ports[2]),
+    )
+
+
+def _script(name: str, cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ROOT / f"deploy/local/{name}.sh", cmd], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_status_and_stop_see_through_zombie_dead_and_recycled_pids(tmp_path):
+    """A pid file is a hint, not proof: a zombie, a gone pid or someone else's process is never 'running'."""
+    env = _local_env(tmp_path)
+    pidfile = tmp_path / "kafka.pid"
+    assert _script("kafka", "status", env).returncode == 3
+
+    zombie = subprocess.Popen(["true"])  # not waited for: a zombie child of this test
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.01)
+        for name in ("kafka", "redis"):
+            (tmp_path / f"{name}.pid").write_text(f"{zombie.pid}\n")
+            status = _script(name, "status", env)
+            assert status.returncode != 0 and "running" not in status.stdout, status.stdout
+        assert "zombie" in _script("kafka", "status", env).stdout
+        stop = _script("kafka", "stop", env)
+        assert stop.returncode == 0 and "zombie" in stop.stderr, stop.stderr
+        assert not pidfile.exists()
+    finally:
+        zombie.wait()
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    pidfile.write_text(f"{gone.pid}\n")
+    status = _script("kafka", "status", env)
+    assert status.returncode == 1 and "is gone" in status.stdout, status.stdout
+
+    other = subprocess.Popen(["sleep", "60"])  # a live process that is not our broker (recycled pid)
+    try:
+        pidfile.write_text(f"{other.pid}\n")
+        status = _script("kafka", "status", env)
+        assert status.returncode == 1 and "another program" in status.stdout, status.stdout
+        stop = _script("kafka", "stop", env)
+        assert stop.returncode == 0, stop.stderr
+        assert other.poll() is None, "kafka.sh stop signalled a process it did not start"
+        assert not pidfile.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_tools_ensure_kcat_provides_kcat_with_every_codec():
+    proc = subprocess.run([ROOT / "deploy/local/tools.sh", "ensure-kcat"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"deploy/local/tools.sh ensure-kcat failed:\n{proc.stderr}"
+    kcat = proc.stdout.strip().splitlines()[-1]
+    version = subprocess.run([kcat, "-V"], capture_output=True, text=True, timeout=30)
+    features = version.stdout + version.stderr
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        assert codec in features, f"{kcat} lacks {codec}: {features}"

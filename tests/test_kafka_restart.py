@@ -181,7 +181,7 @@ def _group_offsets(bootstrap: str, timeout_s: float = 30.0) -> dict[int, int]:
             try:
                 offsets = admin.list_group_offsets(GROUP)[GROUP]
                 return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == TOPIC}
-            except Exception:  # noqa: BLE001 - e.g. CoordinatorLoadInProgress right after the restart
+            except Exception:  # e.g. CoordinatorLoadInProgress right after the restart; re-raised at the deadline
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)

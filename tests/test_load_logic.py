@@ -55,7 +55,9 @@ def test_percentile_nearest_rank():
 def test_summary_counts_lost_dlq_and_cache():
     produced = {"a": (1000, 10), "b": (1000, 10), "c": (1000, 5), "d": (2000, 5)}
     outcomes = {
-        "a": Outcome(1100, cached=10), "b": Outcome(1300, cached=0), "c": Outcome(1200, dead_letter="too_large"),
+        "a": Outcome(1100, cached=10),
+        "b": Outcome(1300, cached=0),
+        "c": Outcome(1200, dead_letter="too_large"),
         "zzz": Outcome(1500, cached=1),  # not ours: ignored
     }
     s = summarize(produced, outcomes, started_ms=1000, duplicates=2)
@@ -70,8 +72,13 @@ def test_write_run_writes_json_plots_and_markdown(tmp_path):
     produced = {f"j{i}": (1000 + i * 100, 10) for i in range(30)}
     outcomes = {j: Outcome(c + 50 + i, cached=i % 2) for i, (j, (c, _)) in enumerate(produced.items())}
     record = {
-        "profile": "smoke", "profile_config": {}, "started_ms": 1000, "date": "today", "machine": "m",
-        "summary": summarize(produced, outcomes, 1000), "timeline": timeline(produced, outcomes, 1000, 1),
+        "profile": "smoke",
+        "profile_config": {},
+        "started_ms": 1000,
+        "date": "today",
+        "machine": "m",
+        "summary": summarize(produced, outcomes, 1000),
+        "timeline": timeline(produced, outcomes, 1000, 1),
         "samples": [{"t": 1.0 + i, "replicas": 1 + (i > 2), "lag": 5 - i} for i in range(5)],
     }
     path = write_run("smoke", record, out_dir=tmp_path)

@@ -14,8 +14,14 @@ from workers.topics import isolated_settings
 
 def test_small_load_run_loses_nothing_and_measures_everything(serve_stack, tiny_qwen_dir, redis_url, kafka_bootstrap):
     name = f"load{uuid.uuid4().hex[:6]}"
-    base = serve_settings(tiny_qwen_dir, redis_url, name, f"/{name}", serve_stack.settings.serve.http_port,
-                          kafka={"bootstrap_servers": kafka_bootstrap})
+    base = serve_settings(
+        tiny_qwen_dir,
+        redis_url,
+        name,
+        f"/{name}",
+        serve_stack.settings.serve.http_port,
+        kafka={"bootstrap_servers": kafka_bootstrap},
+    )
     settings = isolated_settings(base, "loadtest", name)
     profile = replace(PROFILES["smoke"], rate=20, max_jobs=40, duration_s=20, candidates=(3, 8), queries=5)
     record = run_profile(profile, settings, drain_s=90)

@@ -23,7 +23,9 @@ class DictCache:
 
     def lookup_many(self, queries):
         self.round_trips += 1
-        return [[self.data.get((q.fingerprint, q.kind, q.instruction, q.query, d)) for d in q.documents] for q in queries]
+        return [
+            [self.data.get((q.fingerprint, q.kind, q.instruction, q.query, d)) for d in q.documents] for q in queries
+        ]
 
     def store(self, fingerprint, kind, instruction, query, documents, scores):
         self.round_trips += 1

@@ -19,24 +19,25 @@ def http(serve_stack):
         yield client
 
 
-def _engine_scores(tiny_qwen_dir, query, docs, instruction=None, raw=False):
-    from schemas.settings import ModelSettings
+def _engine_scores(serve_stack, query, docs, instruction=None, raw=False):
+    """Scores of an in-process engine on the served model settings (dtype included: parity is exact)."""
     from serve_app.engine import load_engine
 
-    engine = _engine_scores.cache.get(str(tiny_qwen_dir))
+    model = serve_stack.settings.model
+    engine = _engine_scores.cache.get(model.model_dump_json())
     if engine is None:
-        engine = _engine_scores.cache[str(tiny_qwen_dir)] = load_engine(ModelSettings(model=str(tiny_qwen_dir), device="cpu"))
+        engine = _engine_scores.cache[model.model_dump_json()] = load_engine(model)
     return engine.score(query, docs, instruction=instruction, raw_scores=raw)
 
 
 _engine_scores.cache = {}
 
 
-def test_v1_rerank_orders_by_relevance_and_matches_the_engine(http, tiny_qwen_dir):
+def test_v1_rerank_orders_by_relevance_and_matches_the_engine(http, serve_stack):
     r = http.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
     assert r.status_code == 200, r.text
     body = r.json()
-    want = _engine_scores(tiny_qwen_dir, QUERY, DOCS)
+    want = _engine_scores(serve_stack, QUERY, DOCS)
     got = {item["index"]: item["relevance_score"] for item in body["results"]}
     assert sorted(got) == list(range(len(DOCS)))
     for i, s in got.items():
@@ -59,21 +60,21 @@ def test_v1_rerank_top_n_documents_objects_and_cache(http):
     assert again.json()["usage"]["cached_documents"] == len(DOCS)  # second call: all from Redis
 
 
-def test_instruction_changes_scores(http, tiny_qwen_dir):
+def test_instruction_changes_scores(http, serve_stack):
     r = http.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "instruction": "Find sour things"})
     got = {i["index"]: i["relevance_score"] for i in r.json()["results"]}
-    want = _engine_scores(tiny_qwen_dir, QUERY, DOCS, instruction="Find sour things")
+    want = _engine_scores(serve_stack, QUERY, DOCS, instruction="Find sour things")
     assert all(got[i] == pytest.approx(want[i], abs=1e-6) for i in range(len(DOCS)))
 
 
-def test_tei_rerank_shape_raw_scores_and_return_text(http, tiny_qwen_dir):
+def test_tei_rerank_shape_raw_scores_and_return_text(http, serve_stack):
     r = http.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True})
     assert r.status_code == 200, r.text
     body = r.json()
     assert [x["score"] for x in body] == sorted((x["score"] for x in body), reverse=True)
     assert all(x["text"] == DOCS[x["index"]] for x in body)
     raw = http.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}).json()
-    want_raw = _engine_scores(tiny_qwen_dir, QUERY, DOCS, raw=True)
+    want_raw = _engine_scores(serve_stack, QUERY, DOCS, raw=True)
     assert all(x["score"] == pytest.approx(want_raw[x["index"]], abs=1e-5) for x in raw)
     assert "text" not in raw[0]
 
@@ -131,7 +132,9 @@ def test_overload_answers_503_with_retry_after(extra_app):
     app = extra_app("tight", max_batch_size=1, max_ongoing_requests=1, max_queued_requests=1)
     payload = {"query": "busy", "documents": ["long document " * 100] * 8}
     with httpx.Client(base_url=app.base_url, timeout=60) as client, cf.ThreadPoolExecutor(12) as pool:
-        responses = list(pool.map(lambda i: client.post("/v1/rerank", json={**payload, "query": f"busy {i}"}), range(12)))
+        responses = list(
+            pool.map(lambda i: client.post("/v1/rerank", json={**payload, "query": f"busy {i}"}), range(12))
+        )
     statuses = sorted(r.status_code for r in responses)
     assert 200 in statuses and 503 in statuses, statuses
     for rejected in (r for r in responses if r.status_code == 503):

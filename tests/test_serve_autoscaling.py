@@ -7,12 +7,11 @@ import threading
 import time
 from types import SimpleNamespace
 
-import pytest
 from ray.serve.config import AutoscalingConfig
 
-from serve_app.autoscaling import QueueDepthLagPolicy, decide
 from schemas.scoring import ScoreRequest
 from serve_app import runtime
+from serve_app.autoscaling import QueueDepthLagPolicy, decide
 from serve_app.lag import KafkaLagSource, LagReading
 
 
@@ -38,8 +37,13 @@ class FakeLag:
 def _ctx(current: int, requests: float) -> SimpleNamespace:
     config = AutoscalingConfig(min_replicas=1, max_replicas=5, target_ongoing_requests=2)
     return SimpleNamespace(
-        current_num_replicas=current, target_num_replicas=current, total_num_requests=requests,
-        config=config, policy_state={}, capacity_adjusted_min_replicas=1, capacity_adjusted_max_replicas=5,
+        current_num_replicas=current,
+        target_num_replicas=current,
+        total_num_requests=requests,
+        config=config,
+        policy_state={},
+        capacity_adjusted_min_replicas=1,
+        capacity_adjusted_max_replicas=5,
         deployment_name="Reranker",
     )
 
@@ -130,12 +134,18 @@ def _wait_replicas(settings, want: int, timeout: float) -> float:
         if runtime.replica_count(settings) == want:
             return time.monotonic() - t0
         time.sleep(0.25)
-    raise AssertionError(f"{settings.serve.app_name}: {runtime.replica_count(settings)} replicas, wanted {want} within {timeout}s")
+    raise AssertionError(
+        f"{settings.serve.app_name}: {runtime.replica_count(settings)} replicas, wanted {want} within {timeout}s"
+    )
 
 
 FAST = dict(
-    min_replicas=1, max_replicas=2, upscale_delay_s=1, downscale_delay_s=3,
-    metrics_interval_s=0.5, look_back_period_s=1.5,
+    min_replicas=1,
+    max_replicas=2,
+    upscale_delay_s=1,
+    downscale_delay_s=3,
+    metrics_interval_s=0.5,
+    look_back_period_s=1.5,
 )
 
 
@@ -173,8 +183,12 @@ def test_serve_scales_on_a_real_kafka_backlog_without_requests(extra_app, kafka_
     kafka_admin.create_topics([NewTopic(topic, 2, 1)])
     feeds = {"recommendation": {"topic": topic, "instruction": "x"}}
     app = extra_app(
-        "lag", scale_on_kafka_lag=True, lag_per_replica=50, lag_poll_interval_s=0.5,
-        kafka={"bootstrap_servers": kafka_bootstrap, "group_id": group, "feeds": feeds}, **FAST,
+        "lag",
+        scale_on_kafka_lag=True,
+        lag_per_replica=50,
+        lag_poll_interval_s=0.5,
+        kafka={"bootstrap_servers": kafka_bootstrap, "group_id": group, "feeds": feeds},
+        **FAST,
     )
     _wait_replicas(app.settings, 1, timeout=30)
     time.sleep(3)  # several lag readings (every 0.5 s) of an empty backlog: no reason to scale

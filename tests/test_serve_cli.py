@@ -16,8 +16,13 @@ from tests.support.net import free_port
 
 def _serve(env_extra: dict[str, str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "serve"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "serve"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_missing_model_fails_fast_naming_the_setting(tmp_path):
@@ -31,11 +36,17 @@ def test_missing_model_fails_fast_naming_the_setting(tmp_path):
 
 def test_serve_command_serves_and_stops_on_ctrl_c(tiny_qwen_dir, redis_url):
     port = free_port()
-    proc = _serve({
-        "RERANK_MODEL": str(tiny_qwen_dir), "RERANK_MODEL_DEVICE": "cpu", "RERANK_SERVE_HTTP_PORT": str(port),
-        "RERANK_SERVE_NUM_CPUS": "0", "RERANK_SERVE_SCALE_ON_KAFKA_LAG": "false", "REDIS_URL": redis_url,
-        "RERANK_REDIS_KEY_PREFIX": f"cli:{port}:",
-    })
+    proc = _serve(
+        {
+            "RERANK_MODEL": str(tiny_qwen_dir),
+            "RERANK_MODEL_DEVICE": "cpu",
+            "RERANK_SERVE_HTTP_PORT": str(port),
+            "RERANK_SERVE_NUM_CPUS": "0",
+            "RERANK_SERVE_SCALE_ON_KAFKA_LAG": "false",
+            "REDIS_URL": redis_url,
+            "RERANK_REDIS_KEY_PREFIX": f"cli:{port}:",
+        }
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120

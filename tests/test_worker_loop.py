@@ -20,7 +20,9 @@ from workers.worker import Worker
 
 TOPIC = "rerank.jobs.recommendation"
 TP0 = TopicPartition(TOPIC, 0)
-INFO = ModelInfo(id="fake", revision=None, kind="seq-cls", device="cpu", dtype="float32", max_length=512, fallback=False)
+INFO = ModelInfo(
+    id="fake", revision=None, kind="seq-cls", device="cpu", dtype="float32", max_length=512, fallback=False
+)
 
 
 class GatedClient:
@@ -48,8 +50,13 @@ class GatedClient:
 
 
 def job(job_id: str, query: str = "q", **kw) -> bytes:
-    body = {"job_id": job_id, "feed": "recommendation", "query": query,
-            "candidates": [{"id": "a", "text": "short"}, {"id": "b", "text": "a longer text"}], **kw}
+    body = {
+        "job_id": job_id,
+        "feed": "recommendation",
+        "query": query,
+        "candidates": [{"id": "a", "text": "short"}, {"id": "b", "text": "a longer text"}],
+        **kw,
+    }
     return json.dumps(body).encode()
 
 
@@ -62,8 +69,12 @@ class Harness:
         )
         self.consumer, self.producer, self.client = FakeConsumer(), FakeProducer(hold=hold), GatedClient()
         self.worker = Worker(
-            self.settings, self.client, cache=ScoreCache(self.settings.redis), worker_id="w1",
-            consumer_factory=lambda: self.consumer, producer_factory=lambda _tid: self.producer,
+            self.settings,
+            self.client,
+            cache=ScoreCache(self.settings.redis),
+            worker_id="w1",
+            consumer_factory=lambda: self.consumer,
+            producer_factory=lambda _tid: self.producer,
             prepare_topics=lambda: None,
         )
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -84,7 +95,9 @@ class Harness:
         assert not self.thread.is_alive()
 
     def results(self) -> list[RerankResult]:
-        return [RerankResult.model_validate_json(v) for v in self.producer.topic_values(self.settings.kafka.results_topic)]
+        return [
+            RerankResult.model_validate_json(v) for v in self.producer.topic_values(self.settings.kafka.results_topic)
+        ]
 
     def dead_letters(self) -> list[DeadLetter]:
         return [DeadLetter.model_validate_json(v) for v in self.producer.topic_values(self.settings.kafka.dlq_topic)]
@@ -173,8 +186,12 @@ def test_poison_records_become_dead_letters_and_the_loop_goes_on():
         h.consumer.add(TOPIC, b"\xff\xfe not json")
         h.consumer.add(TOPIC, None)
         h.consumer.add(TOPIC, b"[" * 10_000 + b"]" * 10_000)
-        h.consumer.add(TOPIC, json.dumps({"job_id": "s", "feed": "recommendation", "query": "\ud800",
-                                          "candidates": [{"id": "a", "text": "x"}]}).encode())
+        h.consumer.add(
+            TOPIC,
+            json.dumps(
+                {"job_id": "s", "feed": "recommendation", "query": "\ud800", "candidates": [{"id": "a", "text": "x"}]}
+            ).encode(),
+        )
         h.consumer.add(TOPIC, job("good"))
         until(lambda: h.consumer.committed(TP0) == 5)
         assert [r.job_id for r in h.results()] == ["good"]
@@ -184,6 +201,7 @@ def test_poison_records_become_dead_letters_and_the_loop_goes_on():
 
 def test_unexpected_processing_error_is_a_dead_letter_not_a_crash(monkeypatch):
     with Harness() as h:
+
         def boom(item, stopping=None):
             raise KeyError("surprise")
 

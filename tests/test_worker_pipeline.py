@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import signal
 import subprocess
 import time
@@ -20,11 +19,11 @@ pytestmark = pytest.mark.slow
 
 
 def _same_ranking(a, b) -> bool:
-    return [(r.id, r.rank) for r in a.ranked] == [(r.id, r.rank) for r in b.ranked] and a.flagged == b.flagged and all(
-        abs(x.score - y.score) < 1e-6 for x, y in zip(a.ranked, b.ranked)
+    return (
+        [(r.id, r.rank) for r in a.ranked] == [(r.id, r.rank) for r in b.ranked]
+        and a.flagged == b.flagged
+        and all(abs(x.score - y.score) < 1e-6 for x, y in zip(a.ranked, b.ranked))
     )
-
-
 
 
 def test_both_feeds_match_direct_engine_then_replay_is_all_cached(make_pipeline, worker_serve):
@@ -70,14 +69,25 @@ def test_both_feeds_match_direct_engine_then_replay_is_all_cached(make_pipeline,
 def test_each_bad_input_kind_is_dead_lettered_and_later_jobs_still_run(make_pipeline):
     p = make_pipeline(RERANK_LIMITS_MAX_DOCUMENTS="5")
     rec_topic = p.settings.kafka.feeds["recommendation"].topic
-    good = lambda i, **kw: RerankJob(job_id=f"bad-{i}", feed="recommendation", query="q",  # noqa: E731
-                                     candidates=[Candidate(id="a", text="x"), Candidate(id="b", text="y")], **kw)
+    good = lambda i, **kw: RerankJob(  # noqa: E731
+        job_id=f"bad-{i}",
+        feed="recommendation",
+        query="q",
+        candidates=[Candidate(id="a", text="x"), Candidate(id="b", text="y")],
+        **kw,
+    )
     bad = {
         ErrorKind.undecodable: b"\xff\xfe\xfa",
         ErrorKind.invalid_json: b'{"job_id": "oops"',
         ErrorKind.schema_violation: json.dumps({"job_id": "sv", "feed": "recommendation"}).encode(),
-        ErrorKind.duplicate_ids: json.dumps({"job_id": "dup", "feed": "recommendation", "query": "q",
-                                             "candidates": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}).encode(),
+        ErrorKind.duplicate_ids: json.dumps(
+            {
+                "job_id": "dup",
+                "feed": "recommendation",
+                "query": "q",
+                "candidates": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}],
+            }
+        ).encode(),
         ErrorKind.too_large: make_jobs("big", 1, docs=6)[0].model_dump_json().encode(),
         ErrorKind.unknown_feed: good(0).model_copy(update={"feed": "nope"}).model_dump_json().encode(),
         ErrorKind.unknown_model: good(1, model="someone/else").model_dump_json().encode(),
@@ -162,14 +172,19 @@ def test_two_workers_in_one_group_split_partitions(make_pipeline):
     assert all(len(r) == 1 for r in p.results.values())  # stable group: no reprocessing
 
 
-
 def test_redis_stopped_mid_run_results_still_produced_and_bypass_counted(make_pipeline):
     port, metrics_port = free_port(), free_port()
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis_proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        p = make_pipeline(redis=f"redis://127.0.0.1:{port}/0", RERANK_WORKER_METRICS_PORT=str(metrics_port),
-                          RERANK_REDIS_TIMEOUT_S="0.2")
+        p = make_pipeline(
+            redis=f"redis://127.0.0.1:{port}/0",
+            RERANK_WORKER_METRICS_PORT=str(metrics_port),
+            RERANK_REDIS_TIMEOUT_S="0.2",
+        )
         w = p.start_worker()
         first = make_jobs("r1", 5, docs=6)
         p.produce(first)
@@ -183,7 +198,9 @@ def test_redis_stopped_mid_run_results_still_produced_and_bypass_counted(make_pi
         for j in second:
             assert p.results[j.job_id][0].cached == 0  # cache gone, model used instead
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        bypassed = float(next(line.split()[1] for line in text.splitlines() if line.startswith("rerank_worker_cache_bypassed ")))
+        bypassed = float(
+            next(line.split()[1] for line in text.splitlines() if line.startswith("rerank_worker_cache_bypassed "))
+        )
         assert bypassed >= 60
         assert w.proc.poll() is None
     finally:
@@ -192,7 +209,9 @@ def test_redis_stopped_mid_run_results_still_produced_and_bypass_counted(make_pi
 
 
 def test_exactly_once_mode_survives_sigkill_without_duplicates(make_pipeline):
-    p = make_pipeline(RERANK_KAFKA_EXACTLY_ONCE="true", RERANK_WORKER_WORKER_ID="eos-1", RERANK_WORKER_POLL_MAX_RECORDS="8")
+    p = make_pipeline(
+        RERANK_KAFKA_EXACTLY_ONCE="true", RERANK_WORKER_WORKER_ID="eos-1", RERANK_WORKER_POLL_MAX_RECORDS="8"
+    )
     jobs = make_jobs("x", 150, docs=16)
     p.produce(jobs)
     w1 = p.start_worker()

@@ -10,8 +10,16 @@ from workers.topics import MissingTopicsError, ensure_topics, required_topics
 
 def _settings(name: str, bootstrap: str, auto: bool) -> Settings:
     feeds = {"recommendation": FeedSettings(topic=f"{name}.rec", instruction="i")}
-    return Settings(kafka=KafkaSettings(bootstrap_servers=bootstrap, feeds=feeds, results_topic=f"{name}.res",
-                                        dlq_topic=f"{name}.dlq", auto_create_topics=auto, topic_partitions=2))
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap,
+            feeds=feeds,
+            results_topic=f"{name}.res",
+            dlq_topic=f"{name}.dlq",
+            auto_create_topics=auto,
+            topic_partitions=2,
+        )
+    )
 
 
 def test_missing_topics_are_one_clear_error_listing_all(kafka_bootstrap, unique_name):

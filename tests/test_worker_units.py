@@ -9,10 +9,10 @@ import pytest
 from schemas.messages import Candidate, ErrorKind, RerankJob, now_ms
 from schemas.scoring import ModelInfo
 from schemas.settings import LimitsSettings, Settings
-from workers.decode import Rejection, decode_job
-from workers.offsets import OffsetTracker
 from serve_app.scoring import ScoringCore
 from serve_app.scoring.core import Lookup
+from workers.decode import Rejection, decode_job
+from workers.offsets import OffsetTracker
 from workers.processing import JobProcessor, ranked
 
 P = ("t", 0)
@@ -92,8 +92,14 @@ def _scored(scores):
 
 
 def test_rank_orders_best_first_ties_in_input_order_and_top_k():
-    job = RerankJob(job_id="j", feed="moderation", query="q", top_k=2, threshold=0.5,
-                    candidates=[Candidate(id=c, text=c) for c in "abcd"])
+    job = RerankJob(
+        job_id="j",
+        feed="moderation",
+        query="q",
+        top_k=2,
+        threshold=0.5,
+        candidates=[Candidate(id=c, text=c) for c in "abcd"],
+    )
     scored = _scored([0.2, 0.9, 0.2, 0.6])
     assert [(r.id, r.rank) for r in ranked(job, scored, job.top_k)] == [("b", 1), ("d", 2)]
     assert [r.id for r in ranked(job, scored, None)] == ["b", "d", "a", "c"]
@@ -104,7 +110,9 @@ class _Client:
         self.calls = []
 
     def info(self):
-        return ModelInfo(id="m", revision="r", kind="seq-cls", device="cpu", dtype="float32", max_length=64, fallback=False)
+        return ModelInfo(
+            id="m", revision="r", kind="seq-cls", device="cpu", dtype="float32", max_length=64, fallback=False
+        )
 
     def default_instruction(self):
         return None
@@ -118,8 +126,14 @@ def test_processor_chunks_misses_and_flags_by_threshold_over_all_candidates():
     settings = Settings.model_validate({"worker": {"chunk_documents": 2}})
     client = _Client()
     proc = JobProcessor(settings, client, ScoringCore(None, settings.worker.chunk_documents), "w")
-    job = RerankJob(job_id="j", feed="moderation", query="q", top_k=1, threshold=0.3,
-                    candidates=[Candidate(id=str(i), text="x" * i) for i in range(1, 6)])
+    job = RerankJob(
+        job_id="j",
+        feed="moderation",
+        query="q",
+        top_k=1,
+        threshold=0.3,
+        candidates=[Candidate(id=str(i), text="x" * i) for i in range(1, 6)],
+    )
     item = proc.admit([job])[0]
     assert item.lookup.request.instruction == settings.kafka.feeds["moderation"].instruction
     res = proc.finish(item)

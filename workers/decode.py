@@ -113,8 +113,8 @@ def _parse_float(literal: str) -> float:
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        seen: set[str] = set()
-        dupe = next(k for k, _ in pairs if k in seen or seen.add(k))
+        keys = [k for k, _ in pairs]
+        dupe = next(k for i, k in enumerate(keys) if k in keys[:i])
         raise _BadJson(f"duplicate key {_show(dupe, 80)} in an object (ambiguous: parsers disagree which wins)")
     return obj
 

@@ -55,7 +55,9 @@ def print_result(job: RerankJob, res: RerankResult, latency_ms: float) -> None:
     print("└" + "─" * 60)
 
 
-def _produce_and_collect(settings: Settings, jobs: list[RerankJob], timeout: float) -> dict[str, tuple[RerankResult, float]]:
+def _produce_and_collect(
+    settings: Settings, jobs: list[RerankJob], timeout: float
+) -> dict[str, tuple[RerankResult, float]]:
     from workers.kafka_io import make_consumer, make_producer
 
     consumer = make_consumer(settings, group_id=f"{settings.kafka.group_id}-reader-{uuid.uuid4().hex[:4]}")
@@ -92,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:6]
     settings = isolated_settings(load_settings(args.config), "demo", run_id)
     from serve_app import runtime
-
     from serve_app.scoring.client import ServeScoreClient
     from workers.worker import Worker
 
@@ -111,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"!! FALLBACK model {info.id} ({info.kind}). Scores are cosine-based.")
             print("!" * 78 + "\n", flush=True)
         _say(f"serving {info.id} (kind {info.kind}, revision {info.revision})")
-        _say(f"Kafka {settings.kafka.bootstrap_servers}, Redis {settings.redis.url}; creating demo topics and starting the worker")
+        _say(
+            f"Kafka {settings.kafka.bootstrap_servers}, Redis {settings.redis.url}; creating demo topics and starting the worker"
+        )
         from workers.topics import ensure_topics
 
         ensure_topics(settings)
@@ -120,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
         thread.start()
 
         rounds: dict[str, list[float]] = {}
-        for round_name, title in (("cold", "first pass: every score computed by the model"), ("replay", "replay: same jobs, scores from the Redis cache")):
+        for round_name, title in (
+            ("cold", "first pass: every score computed by the model"),
+            ("replay", "replay: same jobs, scores from the Redis cache"),
+        ):
             jobs = load_demo_jobs(run_id, round_name)
             _say(f"{title} — producing {len(jobs)} jobs")
             got = _produce_and_collect(settings, jobs, args.timeout)
@@ -136,17 +142,23 @@ def run(args: argparse.Namespace) -> int:
             total = sum(len(j.candidates) for j in jobs)
             model_ms = sum(got[j.job_id][0].timings.model_ms for j in jobs)
             rounds[round_name] = lat
-            _say(f"{round_name}: {len(jobs)} results, {cached}/{total} scores from cache, model time {model_ms:.0f} ms, "
-                 f"median latency {statistics.median(lat):.0f} ms")
+            _say(
+                f"{round_name}: {len(jobs)} results, {cached}/{total} scores from cache, model time {model_ms:.0f} ms, "
+                f"median latency {statistics.median(lat):.0f} ms"
+            )
         cold, warm = statistics.median(rounds["cold"]), statistics.median(rounds["replay"])
-        print(f"\nCache effect: median end-to-end latency {cold:.0f} ms -> {warm:.0f} ms "
-              f"({cold / max(warm, 0.001):.1f}x faster); cache stats {worker.cache.stats}\n", flush=True)
+        print(
+            f"\nCache effect: median end-to-end latency {cold:.0f} ms -> {warm:.0f} ms "
+            f"({cold / max(warm, 0.001):.1f}x faster); cache stats {worker.cache.stats}\n",
+            flush=True,
+        )
         return 0
     finally:
         _say("stopping worker, Serve and Ray; deleting demo topics")
         if worker is not None:
             worker.stop()
-            thread.join(timeout=60)
+            if thread is not None:
+                thread.join(timeout=60)
         try:
             runtime.stop(started)
         except Exception as exc:  # noqa: BLE001

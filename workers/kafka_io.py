@@ -8,7 +8,7 @@ from schemas.settings import Settings
 
 
 def missing_codecs() -> list[str]:
-    """Kafka codecs kafka-python cannot decode here: their optional packages (lz4, python-snappy, zstandard) are absent."""
+    """Codecs kafka-python cannot decode here: their optional packages (lz4, python-snappy, zstandard) are absent."""
     from kafka import codec
 
     have = {"snappy": codec.has_snappy(), "lz4": codec.has_lz4(), "zstd": codec.has_zstd()}

@@ -15,10 +15,14 @@ JOB_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 IN_FLIGHT = Gauge("rerank_worker_in_flight", "Jobs being scored.")
-LAG = Gauge("rerank_worker_consumer_lag", "High watermark minus position, per assigned partition.", ["topic", "partition"])
+LAG = Gauge(
+    "rerank_worker_consumer_lag", "High watermark minus position, per assigned partition.", ["topic", "partition"]
+)
 
 
-CACHE_BYPASSED = Gauge("rerank_worker_cache_bypassed", "Cache operations skipped or failed because Redis was unavailable (per document).")
+CACHE_BYPASSED = Gauge(
+    "rerank_worker_cache_bypassed", "Cache operations skipped or failed because Redis was unavailable (per document)."
+)
 
 
 def track_cache(cache) -> None:

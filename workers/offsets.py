@@ -10,7 +10,9 @@ compaction) need no special case. Pure logic, no Kafka import: unit-tested in is
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
+
+Key = tuple[str, int]  # (topic, partition)
 
 
 class _Partition:
@@ -30,9 +32,9 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._parts: dict[Hashable, _Partition] = {}
+        self._parts: dict[Key, _Partition] = {}
 
-    def start(self, partition: Hashable, offset: int) -> None:
+    def start(self, partition: Key, offset: int) -> None:
         """A record was handed to processing (a partition's records arrive in offset order)."""
         with self._lock:
             part = self._parts.setdefault(partition, _Partition())
@@ -41,14 +43,14 @@ class OffsetTracker:
             part.high = offset
             part.pending.add(offset)
 
-    def done(self, partition: Hashable, offset: int) -> None:
+    def done(self, partition: Key, offset: int) -> None:
         """The record's result or dead letter is acknowledged by the broker."""
         with self._lock:
             part = self._parts.get(partition)
             if part is not None:  # None: revoked meanwhile
                 part.pending.discard(offset)
 
-    def to_commit(self) -> dict[Hashable, int]:
+    def to_commit(self) -> dict[Key, int]:
         """Partitions whose commit position advanced since last reported -> next offset to consume."""
         with self._lock:
             out = {}
@@ -58,7 +60,7 @@ class OffsetTracker:
                     out[key] = pos
             return out
 
-    def mark_committed(self, positions: dict[Hashable, int]) -> None:
+    def mark_committed(self, positions: dict[Key, int]) -> None:
         with self._lock:
             for key, pos in positions.items():
                 part = self._parts.get(key)
@@ -69,7 +71,7 @@ class OffsetTracker:
         with self._lock:
             return sum(len(p.pending) for p in self._parts.values())
 
-    def forget(self, partitions: Iterable[Hashable]) -> None:
+    def forget(self, partitions: Iterable[Key]) -> None:
         """Partitions were revoked: drop their state (unfinished work is redelivered to the new owner)."""
         with self._lock:
             for p in partitions:

@@ -23,13 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (default: $RERANK_CONFIG).")
     parser.add_argument("--ray", action="store_true", help="Run the worker loop in Ray actors in the cluster.")
     parser.add_argument("--replicas", type=int, default=1, help="Number of worker actors with --ray.")
-    parser.add_argument("--direct-engine", action="store_true", help="Score with an in-process engine instead of Serve.")
+    parser.add_argument(
+        "--direct-engine", action="store_true", help="Score with an in-process engine instead of Serve."
+    )
     parser.add_argument("--group-id", help="Consumer group (default: kafka.group_id).")
     parser.add_argument("--log-level", default="INFO")
 
 
+class NotReachableError(RuntimeError):
+    """A service the worker needs is not there; the message says what to start."""
+
+
 def make_client(settings: Settings, direct_engine: bool = False):
-    """The worker's ScoreClient: the Serve deployment handle, or an in-process engine (``--direct-engine``)."""
+    """The worker's ScoreClient: the Serve deployment handle, or an in-process engine (``--direct-engine``).
+
+    Proves the model side answers (one ``info()`` call) before the worker says it is ready.
+    """
     from serve_app.scoring.client import EngineScoreClient, ServeScoreClient
 
     if direct_engine:
@@ -38,23 +47,56 @@ def make_client(settings: Settings, direct_engine: bool = False):
         return EngineScoreClient(load_engine(settings.model))
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=settings.serve.ray_address or "auto", log_to_driver=False, ignore_reinit_error=True)
-    from serve_app.runtime import get_score_handle
+    address = settings.serve.ray_address or "auto"
+    try:
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+        from serve_app.runtime import get_score_handle
 
-    return ServeScoreClient(get_score_handle(settings), settings.worker.scoring_timeout_s)
+        client = ServeScoreClient(get_score_handle(settings), settings.worker.scoring_timeout_s)
+        client.info()
+    except Exception as exc:  # noqa: BLE001 - any failure here means "the Serve app is not there"
+        raise NotReachableError(
+            f"the Serve app {settings.serve.app_name!r} is not reachable (Ray address {address!r}: "
+            f"{type(exc).__name__}: {str(exc)[:200]}). Start it first with `rerank-stream serve`, or set "
+            "RERANK_SERVE_RAY_ADDRESS to the cluster that runs it."
+        ) from None
+    return client
 
 
-def run_worker(settings: Settings, *, direct_engine: bool = False, group_id: str | None = None, worker_id: str | None = None) -> int:
-    """One worker in this process until SIGTERM/SIGINT."""
+def check_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
+    """One metadata round trip to the brokers, bounded, before the worker says it is ready."""
+    from workers.kafka_io import make_admin
+
+    try:
+        admin = make_admin(
+            settings, request_timeout_ms=int(timeout_s * 1000), api_version_auto_timeout_ms=int(timeout_s * 1000)
+        )
+        try:
+            admin.describe_cluster()
+        finally:
+            admin.close()
+    except Exception as exc:  # noqa: BLE001
+        raise NotReachableError(
+            f"Kafka is not reachable at {settings.kafka.bootstrap_servers} ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Start a broker (`deploy/local/services.sh start` locally) or set KAFKA_BOOTSTRAP_SERVERS."
+        ) from None
+
+
+def run_worker(
+    settings: Settings, *, direct_engine: bool = False, group_id: str | None = None, worker_id: str | None = None
+) -> int:
+    """One worker in this process until SIGTERM/SIGINT; 'ready' once Kafka and the model side answered."""
     from workers.metrics import serve_metrics
     from workers.worker import Worker
 
+    check_kafka(settings)
     worker = Worker(settings, make_client(settings, direct_engine), group_id=group_id, worker_id=worker_id)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop())
     serve_metrics(settings.worker.metrics_port)
+    worker.open()
     print(f"worker {worker.worker_id} ready", flush=True)
     return worker.run()
 
@@ -87,7 +129,7 @@ def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
         def partitions(self) -> int:
             return len(self.worker.assignment)
 
-    actors = [WorkerActor.remote(settings.model_dump_json(), i) for i in range(replicas)]
+    actors = [WorkerActor.remote(settings.model_dump_json(), i) for i in range(replicas)]  # type: ignore[attr-defined]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -118,15 +160,15 @@ def _await_assignments(actors: list, timeout_s: float = 60.0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    from workers.logs import configure
     from workers.topics import MissingTopicsError
 
     settings = load_settings(args.config)
+    configure(args.log_level, settings.worker.log_interval_s)
     try:
         if args.ray:
             return _run_ray(settings, args.replicas, args.group_id)
         return run_worker(settings, direct_engine=args.direct_engine, group_id=args.group_id)
-    except MissingTopicsError as exc:
+    except (MissingTopicsError, NotReachableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

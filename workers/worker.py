@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from schemas.messages import ErrorKind, RerankResult
@@ -55,16 +56,21 @@ class Worker:
         self.settings = settings
         self.worker_id = worker_id or settings.worker.worker_id or default_worker_id()
         self.group_id = group_id or settings.kafka.group_id
-        self.cache = cache if cache is not None else ScoreCache(settings.redis, log_interval_s=settings.worker.log_interval_s)
+        self.cache = (
+            cache if cache is not None else ScoreCache(settings.redis, log_interval_s=settings.worker.log_interval_s)
+        )
         metrics.track_cache(self.cache)
-        self.processor = JobProcessor(settings, client, ScoringCore(self.cache, settings.worker.chunk_documents), self.worker_id)
+        self.processor = JobProcessor(
+            settings, client, ScoringCore(self.cache, settings.worker.chunk_documents), self.worker_id
+        )
         self._consumer_factory = consumer_factory or self._kafka_consumer
         self._producer_factory = producer_factory or self._kafka_producer
         self._prepare_topics = prepare_topics or self._ensure_topics
         self.stop_event = threading.Event()
         self.fatal: BaseException | None = None
         self.assignment: frozenset[TP] = frozenset()
-        self.counts = {"results": 0, "dead_letters": 0}
+        self.counts = {"consumed": 0, "results": 0, "dead_letters": 0}
+        self.lag: dict[TP, int] = {}
         self._counts_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(settings.worker.max_in_flight, thread_name_prefix="score")
         self._queued = 0  # jobs handed to the pool and not finished
@@ -80,10 +86,12 @@ class Worker:
 
     def run(self) -> int:
         """Consume until stop(); then finish in-flight jobs, commit, close. Returns an exit code."""
-        self._open()
+        if self.consumer is None:
+            self.open()
         assert self.consumer is not None and self.checkpoint is not None
         w = self.settings.worker
         last_commit = last_lag = time.monotonic()
+        progress = Progress(self, w.log_interval_s)
         try:
             while not self.stop_event.is_set() and self.fatal is None:
                 self._apply_backpressure()
@@ -97,6 +105,7 @@ class Worker:
                 if now - last_lag >= 5:
                     self._report_lag()
                     last_lag = now
+                progress.maybe_log(now)
         finally:
             self._close()
         if self.fatal is not None:
@@ -110,20 +119,27 @@ class Worker:
         jobs = []
         for rec in records:
             self.checkpoint.started(rec.tp, rec.offset)
+            self._count("consumed")
             metrics.CONSUMED.labels(self._feed(rec.topic)).inc()
-            outcome = self._guarded(rec, lambda rec=rec: self.processor.decode(rec.value, rec.topic))
+            outcome = self._guarded(rec, partial(self.processor.decode, rec.value, rec.topic))
             if isinstance(outcome, Rejection):
                 self._publish(rec, outcome)
             else:
                 jobs.append((rec, outcome))
         if not jobs:
             return
-        admitted = self.processor.admit([job for _, job in jobs])
+        try:
+            admitted = self.processor.admit([job for _, job in jobs])
+        except Exception as exc:
+            log.exception("cache lookup of %d jobs failed", len(jobs))
+            for rec, _ in jobs:
+                self._publish(rec, Rejection(ErrorKind.internal_error, f"{type(exc).__name__}: {exc}"[:2000]))
+            return
         for (rec, _), item in zip(jobs, admitted):
             metrics.CACHE_HITS.inc(item.lookup.hits)
             metrics.CACHE_MISSES.inc(len(item.lookup.missed))
             if not item.lookup.missed:
-                self._publish(rec, self._guarded(rec, lambda item=item: self.processor.finish(item)))
+                self._publish(rec, self._guarded(rec, partial(self.processor.finish, item)))
                 continue
             with self._queued_lock:
                 self._queued += 1
@@ -133,7 +149,7 @@ class Worker:
     def _score(self, rec: Record, item: Admitted) -> None:
         """Pool thread: score one job's misses, publish its outcome (None = stopping: redelivered)."""
         try:
-            outcome = self._guarded(rec, lambda: self.processor.finish(item, self.stop_event))
+            outcome = self._guarded(rec, partial(self.processor.finish, item, self.stop_event))
             if outcome is not None:
                 self._publish(rec, outcome)
         except BaseException as exc:  # noqa: BLE001 - publishing itself failed: not the record's fault
@@ -148,7 +164,7 @@ class Worker:
         """Last resort per record: an unexpected exception becomes this record's dead letter."""
         try:
             return step()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("unexpected error on %s/%d@%d", rec.topic, rec.partition, rec.offset)
             return Rejection(ErrorKind.internal_error, f"{type(exc).__name__}: {exc}"[:2000])
 
@@ -167,13 +183,25 @@ class Worker:
             return
         key = outcome.job_id or f"{rec.topic}/{rec.partition}/{rec.offset}"
         value = build_dead_letter(
-            rec.value, outcome, source_topic=rec.topic, source_partition=rec.partition, source_offset=rec.offset,
+            rec.value,
+            outcome,
+            source_topic=rec.topic,
+            source_partition=rec.partition,
+            source_offset=rec.offset,
             worker_id=self.worker_id,
+            max_bytes=self.settings.limits.max_dead_letter_bytes,
         )
         self.publisher.send(k.dlq_topic, key, value, on_ack)
         self._count("dead_letters")
         metrics.DEAD_LETTERED.labels(feed, outcome.kind.value).inc()
-        log.info("dead-lettered %s/%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, outcome.kind.value, outcome.reason[:200])
+        log.info(
+            "dead-lettered %s/%d@%d: %s: %s",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            outcome.kind.value,
+            outcome.reason[:200],
+        )
 
     def _count(self, what: str) -> None:
         with self._counts_lock:
@@ -184,12 +212,15 @@ class Worker:
 
     # -- set-up, back-pressure, tear-down ----------------------------------------------------------
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """Clients, checkpoint, subscription: everything before the first poll (fails loudly)."""
         self._prepare_topics()
         eos = self.settings.kafka.exactly_once
         # A stable worker id gives a stable transactional id: a restarted worker fences its killed
         # predecessor at once instead of waiting for its transaction to time out.
-        self.publisher = Publisher(self._producer_factory(f"{self.group_id}.{self.worker_id}" if eos else None), self._failed)
+        self.publisher = Publisher(
+            self._producer_factory(f"{self.group_id}.{self.worker_id}" if eos else None), self._failed
+        )
         self.consumer = JobConsumer(self._consumer_factory())
         if eos:
             self.checkpoint = TransactionalCheckpoint(self.consumer, self.publisher, self._drain)
@@ -241,10 +272,16 @@ class Worker:
     def _report_lag(self) -> None:
         assert self.consumer is not None
         try:
-            for (topic, partition), lag in self.consumer.lag().items():
+            self.lag = self.consumer.lag()
+            for (topic, partition), lag in self.lag.items():
                 metrics.LAG.labels(topic, str(partition)).set(lag)
         except Exception:  # noqa: BLE001 - metrics must not stop consuming
             pass
+
+    @property
+    def in_flight(self) -> int:
+        with self._queued_lock:
+            return self._queued
 
     def _feed(self, topic: str) -> str:
         return self.settings.kafka.feed_for_topic(topic) or "unknown"
@@ -267,3 +304,34 @@ class Worker:
         from workers.topics import ensure_topics
 
         ensure_topics(self.settings)
+
+
+class Progress:
+    """One INFO line every ``interval_s``: rates since the last line, cache hit ratio, lag, in flight."""
+
+    def __init__(self, worker: Worker, interval_s: float):
+        self.worker, self.interval_s = worker, interval_s
+        self.last_at = time.monotonic()
+        self.last_counts = dict(worker.counts)
+        self.last_cache = dict(worker.cache.stats)
+
+    def maybe_log(self, now: float) -> None:
+        elapsed = now - self.last_at
+        if elapsed < self.interval_s:
+            return
+        w = self.worker
+        counts, cache = dict(w.counts), dict(w.cache.stats)
+        rate = {k: (counts[k] - self.last_counts.get(k, 0)) / elapsed for k in counts}
+        hits, misses = cache["hits"] - self.last_cache["hits"], cache["misses"] - self.last_cache["misses"]
+        ratio = f"{hits / (hits + misses):.0%}" if hits + misses else "n/a"
+        log.info(
+            "progress %s: %.1f consumed/s, %.1f published/s, %.1f dead-lettered/s, cache hit %s, lag %d, in flight %d",
+            w.worker_id,
+            rate["consumed"],
+            rate["results"],
+            rate["dead_letters"],
+            ratio,
+            sum(w.lag.values()),
+            w.in_flight,
+        )
+        self.last_at, self.last_counts, self.last_cache = now, counts, cache

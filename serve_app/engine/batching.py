@@ -58,7 +58,7 @@ def split_sizes(flat: Sequence[R], sizes: Sequence[int]) -> list[list[R]]:
     """Cut a flat list back into consecutive pieces of the given sizes (one per job)."""
     out, k = [], 0
     for n in sizes:
-        out.append(list(flat[k:k + n]))
+        out.append(list(flat[k : k + n]))
         k += n
     return out
 

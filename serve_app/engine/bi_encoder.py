@@ -32,9 +32,13 @@ def read_pooling_mode(path: Path) -> str:
     cfg = json.loads(cfg_file.read_text())
     if cfg.get("pooling_mode") in POOLING_MODES:
         return cfg["pooling_mode"]
-    for mode, key in (("cls", "pooling_mode_cls_token"), ("max", "pooling_mode_max_tokens"),
-                      ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"), ("lasttoken", "pooling_mode_lasttoken"),
-                      ("mean", "pooling_mode_mean_tokens")):
+    for mode, key in (
+        ("cls", "pooling_mode_cls_token"),
+        ("max", "pooling_mode_max_tokens"),
+        ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
+        ("lasttoken", "pooling_mode_lasttoken"),
+        ("mean", "pooling_mode_mean_tokens"),
+    ):
         if cfg.get(key):
             return mode
     return "mean"
@@ -80,7 +84,7 @@ class BiEncoderScorer:
 
     def raw_scores(self, jobs) -> list[list[float]]:
         seqs = [s for texts in jobs for s in texts]
-        emb = run_micro_batches(seqs, [len(s) for s in seqs], self.max_batch_tokens, self._embed)
+        emb: list[torch.Tensor] = run_micro_batches(seqs, [len(s) for s in seqs], self.max_batch_tokens, self._embed)  # type: ignore[arg-type]
         out: list[list[float]] = []
         for vecs in split_sizes(emb, [len(texts) for texts in jobs]):
             if not vecs:

@@ -81,8 +81,13 @@ def load_engine(settings) -> RerankEngine:
     model.to(device).eval()
     scorer = spec.scorer(model, tokenizer, path=path, max_length=max_length, max_batch_tokens=settings.max_batch_tokens)
     info = ModelInfo(
-        id=resolved.id, revision=resolved.revision, kind=kind, device=str(device),
-        dtype=str(dtype).removeprefix("torch."), max_length=max_length, fallback=resolved.fallback,
+        id=resolved.id,
+        revision=resolved.revision,
+        kind=kind,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        max_length=max_length,
+        fallback=resolved.fallback,
     )
     if info.fallback:
         log.warning(

@@ -51,7 +51,7 @@ class KindSpec:
     """One registry entry: how to recognise, load and score a kind."""
 
     name: str  # the RERANK_MODEL_KIND value
-    scorer: Callable[..., KindScorer]
+    scorer: Callable[..., Any]  # a class implementing KindScorer
     model_class: str  # transformers Auto class that loads the weights (a name: transformers loads lazily)
     detect: Callable[[Path, Any], bool]  # (model dir, config) -> does the model look like this kind
     priority: int  # detection order, highest first: a head type must win over the bare architecture

@@ -66,7 +66,7 @@ def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
 
     try:
         path = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "not cached"
         return None
     return path if _has_weights(path) else None
 
@@ -105,7 +105,9 @@ def resolve_model(model: str, revision: str | None) -> ResolvedModel:
         log.warning(
             "RERANK_MODEL=auto: %s is not in the local Hugging Face cache; serving the packaged FALLBACK "
             "model %s (a bi-encoder, lower quality than a reranker). %s",
-            DEFAULT_QWEN, FALLBACK_ID, _HOW_TO,
+            DEFAULT_QWEN,
+            FALLBACK_ID,
+            _HOW_TO,
         )
         return ResolvedModel(minilm_dir(), FALLBACK_ID, None, fallback=True)
     local = Path(model).expanduser()

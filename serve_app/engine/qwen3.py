@@ -40,8 +40,16 @@ class Qwen3Scorer:
     default_instruction = QWEN3_DEFAULT_INSTRUCTION
     activate = staticmethod(sigmoid)
 
-    def __init__(self, model, tokenizer, *, path: Path | None = None, max_length: int, max_batch_tokens: int,
-                 prefix_reuse: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        path: Path | None = None,
+        max_length: int,
+        max_batch_tokens: int,
+        prefix_reuse: bool = True,
+    ):
         self.model = model  # kept for callers that need the full LM (the benchmark baseline)
         self.base = model.get_decoder()
         self.device = next(model.parameters()).device
@@ -100,7 +108,10 @@ class Qwen3Scorer:
             rows_kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
             batch_cache = DynamicCache(ddp_cache_data=rows_kv)
             hidden = self.base(
-                input_ids=ids_t, attention_mask=full_mask, position_ids=p + pos, past_key_values=batch_cache,
+                input_ids=ids_t,
+                attention_mask=full_mask,
+                position_ids=p + pos,
+                past_key_values=batch_cache,
                 use_cache=True,
             ).last_hidden_state
             return self._project(hidden[:, -1])

@@ -46,12 +46,12 @@ class SeqClsScorer:
         if not documents:
             return []
         if self.decoder:
-            seqs = self.prompt.encode(query, documents, instruction or self.default_instruction)
+            seqs = self.prompt.encode(query, documents, instruction or self.default_instruction or "")
             return [(ids, None) for ids in seqs]
         queries = [query] * len(documents)
         try:
             enc = self.tokenizer(queries, list(documents), truncation="only_second", max_length=self.max_length)
-        except Exception:  # the query alone exceeds max_length: truncate both, query last resort
+        except Exception:  # noqa: BLE001 - the query alone exceeds max_length: truncate both, query last resort
             enc = self.tokenizer(queries, list(documents), truncation="longest_first", max_length=self.max_length)
         types = enc.get("token_type_ids") or [None] * len(documents)
         return list(zip(enc["input_ids"], types))

@@ -41,7 +41,9 @@ class ServeScoreClient:
 
     def default_instruction(self) -> str | None:
         if self._instruction is None:
-            self._instruction = (self._handle.default_instruction.remote().result(timeout_s=max(self._timeout_s, 60.0)),)
+            self._instruction = (
+                self._handle.default_instruction.remote().result(timeout_s=max(self._timeout_s, 60.0)),
+            )
         return self._instruction[0]
 
     async def ainfo(self) -> tuple[ModelInfo, str | None]:

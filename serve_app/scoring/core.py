@@ -66,7 +66,9 @@ class ScoringCore:
         found: dict[int, list[float | None]] = {}
         if cacheable:
             assert self.cache is not None
-            queries = [CacheQuery(model.fingerprint, model.kind, r.instruction or "", r.query, r.documents) for r in cacheable]
+            queries = [
+                CacheQuery(model.fingerprint, model.kind, r.instruction or "", r.query, r.documents) for r in cacheable
+            ]
             for r, scores in zip(cacheable, self.cache.lookup_many(queries)):
                 found[id(r)] = scores
         per_request_ms = (time.perf_counter() - t0) * 1000 / max(1, len(requests))

@@ -15,15 +15,21 @@ from serve_app.engine.prompt import QWEN3_DEFAULT_INSTRUCTION, QWEN3_PREFIX, QWE
 
 
 @torch.no_grad()
-def official_recipe_scores(model, tokenizer, query: str, documents: Sequence[str], instruction: str | None = None,
-                           max_length: int = 8192) -> tuple[list[float], list[float]]:
+def official_recipe_scores(
+    model, tokenizer, query: str, documents: Sequence[str], instruction: str | None = None, max_length: int = 8192
+) -> tuple[list[float], list[float]]:
     """(probabilities of `yes`, logit_yes - logit_no) for each document, one padded batch."""
     instruction = QWEN3_DEFAULT_INSTRUCTION if instruction is None else instruction
     prefix = tokenizer.encode(QWEN3_PREFIX, add_special_tokens=False)
     suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False)
     pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {d}" for d in documents]
-    enc = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
-                    max_length=max_length - len(prefix) - len(suffix))
+    enc = tokenizer(
+        pairs,
+        padding=False,
+        truncation="longest_first",
+        return_attention_mask=False,
+        max_length=max_length - len(prefix) - len(suffix),
+    )
     seqs = [prefix + ids + suffix for ids in enc["input_ids"]]
     width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id

@@ -16,8 +16,12 @@ import torch
 from serve_app.engine.loader import minilm_dir
 
 __all__ = [
-    "build_tiny_qwen3_reranker", "build_qwen3_reranker_0_6b_random", "build_tiny_qwen3_seq_cls", "build_tiny_seq_cls",
-    "build_tiny_bi_encoder", "training_corpus",
+    "build_tiny_qwen3_reranker",
+    "build_qwen3_reranker_0_6b_random",
+    "build_tiny_qwen3_seq_cls",
+    "build_tiny_seq_cls",
+    "build_tiny_bi_encoder",
+    "training_corpus",
 ]
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -28,16 +32,20 @@ def training_corpus() -> list[str]:
     """Small multilingual corpus: prompt words, several scripts, emoji, and `yes` / `no` as words."""
     base = [
         "Judge whether the Document meets the requirements based on the Query and the Instruct provided.",
-        'Note that the answer can only be "yes" or "no".', "system user assistant Instruct Query Document",
+        'Note that the answer can only be "yes" or "no".',
+        "system user assistant Instruct Query Document",
         "Given a web search query, retrieve relevant passages that answer the query",
         "The quick brown fox jumps over the lazy dog. Paris is the capital of France.",
         "Machine learning models rank documents by relevance to a search query.",
         "Der schnelle braune Fuchs springt über den faulen Hund. Berlin ist die Hauptstadt.",
         "Le renard brun rapide saute par-dessus le chien paresseux. Café, élève, naïve.",
         "El zorro marrón rápido salta sobre el perro perezoso. Señor, año, corazón.",
-        "東京は日本の首都です。機械学習は文書の関連性を判断します。", "北京是中国的首都。我们今天去公园散步。",
-        "서울은 대한민국의 수도입니다.", "القاهرة هي عاصمة مصر. التعلم الآلي مفيد.",
-        "Москва — столица России. Быстрая коричневая лиса.", "नई दिल्ली भारत की राजधानी है।",
+        "東京は日本の首都です。機械学習は文書の関連性を判断します。",
+        "北京是中国的首都。我们今天去公园散步。",
+        "서울은 대한민국의 수도입니다.",
+        "القاهرة هي عاصمة مصر. التعلم الآلي مفيد.",
+        "Москва — столица России. Быстрая коричневая лиса.",
+        "नई दिल्ली भारत की राजधानी है।",
         "Emoji test 🙂🚀🔥 and mixed scripts: data 数据 بيانات данные.",
         "0123456789 + - * / = ( ) [ ] { } < > : ; , . ! ? ' \" \n\n",
     ]
@@ -52,12 +60,16 @@ def _train_bpe_tokenizer(vocab_size: int = 1200):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=QWEN_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=QWEN_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(training_corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         additional_special_tokens=QWEN_SPECIALS[1:],
     )
     for word in ("yes", "no"):
@@ -69,9 +81,14 @@ def _train_bpe_tokenizer(vocab_size: int = 1200):
 def _qwen3_config(vocab_size: int, **arch):
     from transformers import Qwen3Config
 
-    return Qwen3Config(
-        vocab_size=vocab_size, tie_word_embeddings=True, rms_norm_eps=1e-6, rope_theta=1_000_000.0,
-        max_position_embeddings=40960, architectures=["Qwen3ForCausalLM"], **arch,
+    return Qwen3Config(  # type: ignore[call-arg]
+        vocab_size=vocab_size,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+        rope_theta=1_000_000.0,
+        max_position_embeddings=40960,
+        architectures=["Qwen3ForCausalLM"],
+        **arch,
     )
 
 
@@ -86,9 +103,16 @@ def build_tiny_qwen3_reranker(path, *, num_layers: int = 2, hidden_size: int = 6
     tokenizer = _train_bpe_tokenizer()
     heads = max(hidden_size // 16, 2)
     config = _qwen3_config(
-        len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
-        num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), head_dim=16, initializer_range=0.1,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(heads // 2, 1),
+        head_dim=16,
+        initializer_range=0.1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
     Qwen3ForCausalLM(config).save_pretrained(path)
@@ -106,9 +130,16 @@ def build_qwen3_reranker_0_6b_random(path, *, num_layers: int = 28) -> Path:
     path = Path(path)
     tokenizer = _train_bpe_tokenizer(vocab_size=4000)
     config = _qwen3_config(
-        151669, hidden_size=1024, intermediate_size=3072, num_hidden_layers=num_layers, num_attention_heads=16,
-        num_key_value_heads=8, head_dim=128, initializer_range=0.02,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        151669,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=num_layers,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        initializer_range=0.02,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     prev = torch.get_default_dtype()
@@ -154,8 +185,14 @@ def _tiny_bert_config(**extra):
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=512, initializer_range=0.2, **extra,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        initializer_range=0.2,
+        **extra,
     )
 
 
@@ -185,13 +222,24 @@ def build_tiny_bi_encoder(path, *, seed: int = 0) -> Path:
     BertModel(_tiny_bert_config(architectures=["BertModel"])).save_pretrained(path)
     _copy_minilm_tokenizer(path)
     (path / "1_Pooling").mkdir(exist_ok=True)
-    (path / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False,
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
-    }))
-    (path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))
+    (path / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": 32,
+                "pooling_mode_cls_token": True,
+                "pooling_mode_mean_tokens": False,
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+            }
+        )
+    )
+    (path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
     return path
