@@ -134,7 +134,7 @@ def _body_limit() -> tuple[int, str]:
     """Body size bound of this replica's settings (the ingress instance is the replica's servable)."""
     try:
         settings = serve.get_replica_context().servable_object.settings
-    except Exception:
+    except Exception:  # noqa: BLE001 - outside a replica (the bare app under a test client): default limits
         settings = Settings()
     return max_body_bytes(settings.limits)
 
@@ -320,7 +320,7 @@ class RerankAPI:
         """A model replica answers: the model is loaded and scoring is possible."""
         try:
             info, _ = await asyncio.wait_for(self._model_info(), timeout=5)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             return JSONResponse({"status": "not ready", "reason": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ready", "model": info.fingerprint, "fallback": info.fallback})
 

@@ -94,3 +94,27 @@ def test_redis_down_never_raises_counts_bypass_and_backs_off(caplog):
     assert c.stats["bypassed"] == 2 + 1 + 50
     assert c.stats["hits"] == 0
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
+
+
+def test_job_id_reuse_with_different_content_is_reported_redelivery_is_not(cache: ScoreCache):
+    first = cache.remember_jobs([("job-1", "aaa"), ("job-2", "bbb")], ttl_s=60)
+    assert first == [False, False]
+    again = cache.remember_jobs([("job-1", "aaa"), ("job-2", "ccc"), ("job-\ud800", "x")], ttl_s=60)
+    assert again == [False, True, False]  # identical redelivery: fine; same id, other content: reported
+
+
+def test_job_id_reuse_is_counted_by_the_processor(cache: ScoreCache):
+    from schemas.messages import Candidate, RerankJob
+    from schemas.settings import Settings
+    from serve_app.scoring import ScoringCore
+    from tests.test_worker_loop import GatedClient
+    from workers import metrics
+    from workers.processing import JobProcessor
+
+    proc = JobProcessor(Settings(), GatedClient(), ScoringCore(cache), "w")
+    before = metrics.JOB_ID_REUSED.labels("recommendation")._value.get()
+    a = RerankJob(job_id="same", feed="recommendation", query="q", candidates=[Candidate(id="a", text="x")])
+    proc.admit([a, a.model_copy(update={"created_at": a.created_at + 5})])  # a resend: not a conflict
+    assert metrics.JOB_ID_REUSED.labels("recommendation")._value.get() == before
+    proc.admit([a.model_copy(update={"query": "other"})])
+    assert metrics.JOB_ID_REUSED.labels("recommendation")._value.get() == before + 1

@@ -140,6 +140,15 @@ def test_overload_answers_503_with_retry_after(extra_app):
     for rejected in (r for r in responses if r.status_code == 503):
         assert rejected.headers.get("retry-after") == "1"
         assert "overloaded" in rejected.json()["error"]
+    # under a route prefix the body gate still runs (its detail names the field; the schema's would not)
+    bad = httpx.post(
+        f"{app.base_url}/v1/rerank",
+        content=rb'{"query": "\ud800", "documents": ["x"]}',
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert bad.status_code == 422 and bad.json()["detail"]["field"] == "query", bad.text
+    assert httpx.post(f"{app.base_url}/v1/rerank", content=b"[", timeout=60).status_code == 415
 
 
 # -- the input boundary: every bad input is a 4xx in the ErrorBody shape, never a 5xx --------------

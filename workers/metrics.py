@@ -14,6 +14,9 @@ JOB_LATENCY = Histogram(
     "created_at until the result was handed to the producer.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+JOB_ID_REUSED = Counter(
+    "rerank_worker_job_id_reused_total", "Jobs whose job_id was seen before with different content.", ["feed"]
+)
 IN_FLIGHT = Gauge("rerank_worker_in_flight", "Jobs being scored.")
 LAG = Gauge(
     "rerank_worker_consumer_lag", "High watermark minus position, per assigned partition.", ["topic", "partition"]

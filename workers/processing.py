@@ -10,6 +10,7 @@ the retries) surface as ``scoring_failed`` dead letters; a shutdown leaves the r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from schemas.messages import ErrorKind, ModelRef, RankedCandidate, RerankJob, Re
 from schemas.scoring import ModelInfo, ScoreRequest
 from schemas.settings import Settings
 from serve_app.scoring import Lookup, ScoreClient, Scored, ScoringCore
+from workers import metrics
 from workers.decode import Rejection, deadline_passed, decode_job
 
 log = logging.getLogger(__name__)
@@ -55,11 +57,32 @@ class JobProcessor:
         return decode_job(value, topic, self.settings, self.model.id)
 
     def admit(self, jobs: Sequence[RerankJob]) -> list[Admitted]:
-        """Look every job of a poll up in ONE cache round trip."""
+        """Look every job of a poll up in ONE cache round trip (and note job_id reuse, see below)."""
         picked = now_ms()
+        self._note_job_id_reuse(jobs)
         requests = [ScoreRequest(j.query, [c.text for c in j.candidates], self.instruction_for(j)) for j in jobs]
         lookups = self.core.lookup_many(self.model, requests)
         return [Admitted(j, lk, picked) for j, lk in zip(jobs, lookups)]
+
+    def _note_job_id_reuse(self, jobs: Sequence[RerankJob]) -> None:
+        """The same job_id with different content is accepted (both are ranked and published under the
+        key) but counted and logged: it is a producer bug that a compacted results topic would hide."""
+        cache = self.core.cache
+        if cache is None or not jobs:
+            return
+        digests = [
+            hashlib.sha256(j.model_dump_json(exclude={"created_at"}).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+            for j in jobs
+        ]
+        conflicts = cache.remember_jobs([(j.job_id, d) for j, d in zip(jobs, digests)], self.settings.redis.ttl_s)
+        for job, conflict in zip(jobs, conflicts):
+            if conflict:
+                metrics.JOB_ID_REUSED.labels(job.feed).inc()
+                log.warning(
+                    "job_id %r reused with different content (feed %s): both are ranked; fix the producer",
+                    job.job_id[:100],
+                    job.feed,
+                )
 
     def finish(self, item: Admitted, stopping: threading.Event | None = None) -> Outcome | None:
         """Score what the cache missed (retrying with back-off), then rank. None = stopped, not done."""

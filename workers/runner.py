@@ -69,9 +69,7 @@ def check_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
     from workers.kafka_io import make_admin
 
     try:
-        admin = make_admin(
-            settings, request_timeout_ms=int(timeout_s * 1000), api_version_auto_timeout_ms=int(timeout_s * 1000)
-        )
+        admin = make_admin(settings, request_timeout_ms=int(timeout_s * 1000))
         try:
             admin.describe_cluster()
         finally:

@@ -162,6 +162,27 @@ class ScoreCache:
             return
         self._recovered()
 
+    def remember_jobs(self, jobs: Sequence[tuple[str, str]], ttl_s: int) -> list[bool]:
+        """Record (job_id, content digest) pairs in one pipelined round trip; True where the same job_id
+        was seen within ``ttl_s`` with a DIFFERENT digest. Redelivered identical jobs are not conflicts.
+        Unavailable Redis: no conflicts known (the check is best effort, like the cache)."""
+        none = [False] * len(jobs)
+        if self._client is None or not jobs or not self._available():
+            return none
+        prefix = self._settings.key_prefix.encode("utf-8", "surrogatepass") + b"job:"
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for job_id, digest in jobs:
+                pipe.set(prefix + job_id.encode("utf-8", "surrogatepass"), digest, nx=True, ex=ttl_s, get=True)
+            previous = pipe.execute()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc, 0)
+            return none
+        self._recovered()
+        return [
+            old is not None and old.decode("ascii", "replace") != digest for old, (_, digest) in zip(previous, jobs)
+        ]
+
     def close(self) -> None:
         if self._client is not None:
             try:
