@@ -64,7 +64,7 @@ def test_foreign_producers_poison_and_every_codec_into_a_two_worker_group(make_p
     for w in workers:
         w.wait_ready()
     good, bad = [], []
-    for i, codec in enumerate(CODECS):
+    for codec in CODECS:
         producer = Producer(
             {
                 "bootstrap.servers": kafka_bootstrap,
