@@ -105,7 +105,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         reason = f"method not allowed: {where}; allowed: {allowed}"
     else:
         reason = exc.detail if isinstance(exc.detail, str) else f"HTTP {exc.status_code}"
-    return ErrorResponse(exc.status_code, reason, headers=exc.headers)
+    return ErrorResponse(exc.status_code, reason, headers=dict(exc.headers) if exc.headers else None)
 
 
 @api.exception_handler(RequestValidationError)
@@ -133,7 +133,7 @@ def _json_media_type(content_type: str | None) -> bool:
 def _body_limit() -> tuple[int, str]:
     """Body size bound of this replica's settings (the ingress instance is the replica's servable)."""
     try:
-        settings = serve.get_replica_context().servable_object.settings
+        settings = serve.get_replica_context().servable_object.settings  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - outside a replica (the bare app under a test client): default limits
         settings = Settings()
     return max_body_bytes(settings.limits)
@@ -260,7 +260,7 @@ class RerankAPI:
         self.client = ServeScoreClient(reranker, self.settings.serve.request_timeout_s)
         cache = ScoreCache(self.settings.redis, log_interval_s=self.settings.worker.log_interval_s)
         self.core = ScoringCore(cache, self.settings.worker.chunk_documents)
-        self.metrics = ApiMetrics()
+        self.api_metrics = ApiMetrics()
         self._model_lock = asyncio.Lock()
 
     # -- routes ---------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ class RerankAPI:
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self.api_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- the shared path --------------------------------------------------------------------------
 
@@ -339,8 +339,8 @@ class RerankAPI:
             raise ApiError(413, violation.message, limit=violation.limit)
         request = ScoreRequest(query=query, documents=texts, instruction=effective, raw_scores=raw)
         scored = await self._mapped(self.core.ascore(info, self.client, request))
-        self.metrics.documents.labels("cache").inc(scored.cached)
-        self.metrics.documents.labels("model").inc(len(texts) - scored.cached)
+        self.api_metrics.documents.labels("cache").inc(scored.cached)
+        self.api_metrics.documents.labels("model").inc(len(texts) - scored.cached)
         return scored
 
     async def _mapped(self, call: Any) -> Any:
@@ -379,4 +379,4 @@ class RerankAPI:
                 )
 
     def _observe(self, route: str):
-        return _Observed(self.metrics, route)
+        return _Observed(self.api_metrics, route)

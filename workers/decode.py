@@ -4,7 +4,8 @@ Every rejection carries an ErrorKind and a human-readable reason, which become a
 bad input is reported, never crashes the worker and is never silently dropped. ``decode_job`` is
 total: whatever the bytes, it returns a RerankJob or a Rejection and never raises.
 
-Policy for JSON that is valid but awkward (all rejected before any model work):
+Policy for JSON that is valid but awkward (all rejected before any model work; the JSON part is
+``schemas/strict_json.py``, shared with the HTTP door):
 
 - size: ``settings.limits.max_message_bytes``, checked on the raw bytes (``too_large``);
 - nesting deeper than ``max_depth`` (64): ``too_deep``, found by a linear pre-scan *before* json.loads,
@@ -20,35 +21,27 @@ Policy for JSON that is valid but awkward (all rejected before any model work):
 
 from __future__ import annotations
 
-import codecs
-import json
-import math
-import re
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.limits import check_limits
 from schemas.messages import ErrorKind, RerankJob, now_ms
 from schemas.settings import Settings
-from schemas.text import find_invalid_json_text, lone_surrogate_at
+from schemas.strict_json import MAX_DEPTH, MAX_INT_DIGITS, StrictJsonError, loads_object
+from schemas.text import lone_surrogate_at
 
-DEFAULT_MAX_DEPTH = 64
-"""Deepest JSON nesting accepted; a job needs 4 (object, candidates, candidate, metadata) plus metadata."""
-DEFAULT_MAX_INT_DIGITS = 100
-"""Longest integer literal accepted: wider than any fixed-size integer type (2**256 has 78 digits)."""
+DEFAULT_MAX_DEPTH = MAX_DEPTH
+DEFAULT_MAX_INT_DIGITS = MAX_INT_DIGITS
+_KIND_OF = {
+    "encoding": ErrorKind.undecodable,
+    "too_deep": ErrorKind.too_deep,
+    "syntax": ErrorKind.invalid_json,
+    "not_object": ErrorKind.schema_violation,
+    "invalid_text": ErrorKind.invalid_text,
+}
 MAX_REASON_CHARS = 2000
 """Rejection reasons are cut here: they may quote input, and dead letters must stay small."""
-
-_UTF16_32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-# A JSON string, or an unterminated one up to the end of the text (its brackets must not count either).
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-# Lone surrogates can only come from \uD800..\uDFFF escapes (the UTF-8 decoder rejects encoded ones).
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 @dataclass(frozen=True)
@@ -56,10 +49,6 @@ class Rejection:
     kind: ErrorKind
     reason: str
     job_id: str | None = None
-
-
-class _BadJson(ValueError):
-    """Raised from json.loads hooks: valid-looking JSON this decoder refuses (reason in args[0])."""
 
 
 def _reject(kind: ErrorKind, reason: str, job_id: str | None = None) -> Rejection:
@@ -84,60 +73,6 @@ def _job_id_of(obj: object) -> str | None:
         if job_id and lone_surrogate_at(job_id) is None:
             return job_id
     return None
-
-
-def json_depth_over(text: str, limit: int) -> int | None:
-    """Bracket nesting depth of JSON ``text`` (outside strings) when it exceeds ``limit``, else None.
-
-    Linear and C-speed apart from one pass over the brackets; unclosed brackets count, since json.loads
-    recurses into them before it finds the error.
-    """
-    if text.count("[") + text.count("{") <= limit:  # an upper bound: brackets inside strings count too
-        return None
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    depth = max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
-    return depth if depth > limit else None
-
-
-def _parse_constant(name: str) -> Any:
-    raise _BadJson(f"non-standard JSON literal {name} (NaN and Infinity are not JSON)")
-
-
-def _parse_float(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):
-        raise _BadJson(f"number {_show(literal, 40)} does not fit a double")
-    return value
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        keys = [k for k, _ in pairs]
-        dupe = next(k for i, k in enumerate(keys) if k in keys[:i])
-        raise _BadJson(f"duplicate key {_show(dupe, 80)} in an object (ambiguous: parsers disagree which wins)")
-    return obj
-
-
-def _loads(text: str, max_int_digits: int) -> Any:
-    def parse_int(literal: str) -> int:
-        digits = len(literal) - (literal[0] == "-")
-        if digits > max_int_digits:
-            raise _BadJson(f"integer with {digits} digits, limit {max_int_digits}")
-        return int(literal)
-
-    return json.loads(
-        text,
-        parse_constant=_parse_constant,
-        parse_float=_parse_float,
-        parse_int=parse_int,
-        object_pairs_hook=_object_without_duplicates,
-    )
-
-
-def _type_name(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _plain(part: object) -> bool:
@@ -192,35 +127,14 @@ def _decode(
     raw = bytes(raw)
     if len(raw) > limits.max_message_bytes:
         return _reject(ErrorKind.too_large, f"message is {len(raw)} bytes, limit {limits.max_message_bytes}")
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
-    elif raw.startswith(_UTF16_32_BOMS):
-        return _reject(ErrorKind.undecodable, "starts with a UTF-16/UTF-32 byte order mark; jobs must be UTF-8")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return _reject(ErrorKind.undecodable, f"not UTF-8: {exc}")
-
-    depth = json_depth_over(text, max_depth)
-    if depth is not None:
-        return _reject(ErrorKind.too_deep, f"JSON nested {depth} levels deep, limit {max_depth}")
-    try:
-        obj = _loads(text, max_int_digits)
-    except _BadJson as exc:
-        return _reject(ErrorKind.invalid_json, f"invalid JSON: {exc.args[0]}")
-    except json.JSONDecodeError as exc:
-        hint = " (contains NUL bytes: UTF-16/32 or binary?)" if "\x00" in text else ""
-        return _reject(ErrorKind.invalid_json, f"invalid JSON: {exc}{hint}")
-    except RecursionError:  # the pre-scan makes this unreachable; kept so depth can never crash us
-        return _reject(ErrorKind.too_deep, f"JSON nested too deep to parse, limit {max_depth}")
-    if not isinstance(obj, dict):
-        return _reject(ErrorKind.schema_violation, f"top-level JSON value must be an object, got {_type_name(obj)}")
-
+        obj = loads_object(raw, max_depth=max_depth, max_int_digits=max_int_digits)
+    except StrictJsonError as exc:
+        kind = _KIND_OF[exc.kind]
+        if exc.kind == "syntax":
+            return _reject(kind, f"invalid JSON: {exc.reason}")
+        return _reject(kind, exc.reason, _job_id_of(exc.value))
     job_id = _job_id_of(obj)
-    if _SURROGATE_ESCAPE.search(text):  # only then can a parsed string hold a lone surrogate
-        issue = find_invalid_json_text(obj)
-        if issue is not None:
-            return _reject(ErrorKind.invalid_text, issue.reason, job_id)
     try:
         job = RerankJob.model_validate(obj)
     except ValidationError as exc:
