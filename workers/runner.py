@@ -49,6 +49,7 @@ def make_client(settings: Settings, direct_engine: bool = False):
 
     address = settings.serve.ray_address or "auto"
     try:
+        _check_listening(address)  # ray.init keeps retrying an address where nothing listens
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
         from serve_app.runtime import get_score_handle
@@ -62,6 +63,20 @@ def make_client(settings: Settings, direct_engine: bool = False):
             "RERANK_SERVE_RAY_ADDRESS to the cluster that runs it."
         ) from None
     return client
+
+
+def _check_listening(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast when a host:port Ray address has nothing listening ('auto' finds a local cluster itself)."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+        pass
 
 
 def check_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
