@@ -74,13 +74,13 @@ def _shown(text: str, limit: int = 80) -> str:
 
 
 def _no_constant(name: str) -> Any:
-    raise _Refused(f"non-standard JSON literal {name} (NaN and Infinity are not JSON)")
+    raise _Refused(f"non-standard literal: {name} is not JSON (RFC 8259 has no NaN or Infinity)")
 
 
 def _finite_float(literal: str) -> float:
     value = float(literal)
     if not math.isfinite(value):
-        raise _Refused(f"number {_shown(literal, 40)} does not fit a double")
+        raise _Refused(f"number {_shown(literal, 40)} does not fit a double (out of range)")
     return value
 
 
@@ -102,7 +102,9 @@ def loads_object(raw: bytes, *, max_depth: int = MAX_DEPTH, max_int_digits: int 
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise StrictJsonError("encoding", f"not UTF-8: {exc.reason} at byte {exc.start}", {"byte": exc.start}) from None
+        raise StrictJsonError(
+            "encoding", f"not valid UTF-8: {exc.reason} at byte {exc.start}", {"byte": exc.start}
+        ) from None
     depth = nesting_depth(text, max_depth)
     if depth is not None:
         raise StrictJsonError("too_deep", f"JSON nested {depth} levels deep, limit {max_depth}")
