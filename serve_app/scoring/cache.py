@@ -46,8 +46,8 @@ def encode_score(score: float) -> bytes:
     return _VALUE.pack(float(score))
 
 
-def decode_score(raw: bytes | None) -> float | None:
-    if raw is None or len(raw) != _VALUE.size:
+def decode_score(raw: bytes | str | None) -> float | None:
+    if not isinstance(raw, bytes) or len(raw) != _VALUE.size:
         return None  # absent, or a foreign/corrupt value: treat as a miss
     return _VALUE.unpack(raw)[0]
 
