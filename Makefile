@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 PYTEST_ARGS ?=
 
-.PHONY: install lock lint test demo services-start services-stop services-status bench-engine bench-serve bench-pipeline load-smoke perf-docs clean
+.PHONY: install lock lint test demo services-start services-stop services-status bench-engine bench-serve bench-pipeline bench-codecs load-smoke perf-docs clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,9 @@ bench-serve: install
 
 bench-pipeline: install
 	deploy/local/with-services.sh $(PY) -m load_tests.bench_pipeline --quick --save
+
+bench-codecs: install
+	deploy/local/with-services.sh $(PY) -m load_tests.bench_codecs --save
 
 load-smoke: install
 	deploy/local/with-services.sh $(PY) -m load_tests.run --profile smoke
