@@ -41,9 +41,6 @@ class CountingClient:
     def info(self):
         return INFO
 
-    def default_instruction(self):
-        return None
-
     def score(self, request):
         self.requests.append(request)
         out = [len(d) / 100 for d in request.documents]

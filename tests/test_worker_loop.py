@@ -35,9 +35,6 @@ class GatedClient:
     def info(self) -> ModelInfo:
         return INFO
 
-    def default_instruction(self) -> str | None:
-        return None
-
     def score(self, request: ScoreRequest) -> list[float]:
         self.calls += 1
         gate = self.gates.get(request.query)

@@ -114,9 +114,6 @@ class _Client:
             id="m", revision="r", kind="seq-cls", device="cpu", dtype="float32", max_length=64, fallback=False
         )
 
-    def default_instruction(self):
-        return None
-
     def score(self, request):
         self.calls.append(list(request.documents))
         return [len(d) / 10 for d in request.documents]

@@ -114,9 +114,7 @@ class TransactionalCheckpoint(_Base):
         if not self._drain():
             return
         positions = self._positions()
-        self.publisher.commit_transaction(
-            self.consumer.offsets_for_transaction(positions), self.consumer.group_metadata()
-        )
+        self.publisher.commit_transaction(self.consumer.offsets(positions), self.consumer.group_metadata())
         self.tracker.mark_committed(positions)
         if reopen:
             self.publisher.begin()

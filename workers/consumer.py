@@ -18,9 +18,11 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from workers.offsets import Key
+
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
+TP = Key  # (topic, partition), as offsets.py tracks them
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,6 @@ class Record:
     @property
     def tp(self) -> TP:
         return (self.topic, self.partition)
-
-
-def _tp(key: TP) -> TopicPartition:
-    return TopicPartition(key[0], key[1])
 
 
 class JobConsumer:
@@ -94,14 +92,16 @@ class JobConsumer:
     def commit(self, positions: dict[TP, int], *, in_callback: bool = False) -> None:
         """Commit next-offset positions. In a rebalance callback the commit is queued asynchronously:
         kafka-python 3 refuses a blocking commit there, and the async one goes out before the re-join."""
-        offsets = {_tp(k): OffsetAndMetadata(o, "", -1) for k, o in positions.items()}
+        offsets = self.offsets(positions)
         if in_callback:
             self.client.commit_async(offsets)
         else:
             self.client.commit(offsets)
 
-    def offsets_for_transaction(self, positions: dict[TP, int]) -> dict[TopicPartition, OffsetAndMetadata]:
-        return {_tp(k): OffsetAndMetadata(o, "", -1) for k, o in positions.items()}
+    @staticmethod
+    def offsets(positions: dict[TP, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """kafka-python's offset map of next-offset positions (for commits and transactions)."""
+        return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in positions.items()}
 
     def group_metadata(self) -> Any:
         return self.client.group_metadata()

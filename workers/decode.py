@@ -109,11 +109,16 @@ def decode_job(
     try:
         return _decode(raw, topic, settings, served_model, max_depth, max_int_digits)
     except Exception as exc:  # noqa: BLE001 - the last resort that makes decoding total
-        try:
-            detail = f"{type(exc).__name__}: {exc}"
-        except Exception:  # noqa: BLE001 - even str(exc) may fail
-            detail = type(exc).__name__
-        return _reject(ErrorKind.internal_error, detail)
+        return internal_error(exc)
+
+
+def internal_error(exc: BaseException, job_id: str | None = None) -> Rejection:
+    """The rejection of a record whose handling raised unexpectedly (a bug): type and message, cut."""
+    try:
+        detail = f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 - even str(exc) may fail
+        detail = type(exc).__name__
+    return _reject(ErrorKind.internal_error, detail, job_id)
 
 
 def _decode(

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -102,7 +102,10 @@ class JobProcessor:
                     reason = f"scoring failed after {attempt + 1} attempts: {exc!r}"[:2000]
                     return Rejection(ErrorKind.scoring_failed, reason, item.job.job_id)
                 log.warning("scoring job %s failed (%r); retry in %.2fs", item.job.job_id, exc, delay)
-                _sleep(delay, stopping)
+                if stopping is None:
+                    time.sleep(delay)
+                else:
+                    stopping.wait(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
@@ -137,10 +140,3 @@ def flagged(job: RerankJob, scored: Scored) -> list[str]:
     if job.threshold is None:
         return []
     return [job.candidates[i].id for i in scored.order if scored.scores[i] >= job.threshold]
-
-
-def _sleep(seconds: float, stopping: threading.Event | None, clock: Callable[[float], object] = time.sleep) -> None:
-    if stopping is None:
-        clock(seconds)
-    else:
-        stopping.wait(seconds)

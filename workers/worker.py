@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from schemas.messages import ErrorKind, RerankResult
+from schemas.messages import RerankResult
 from schemas.settings import Settings
 from serve_app.scoring import ScoreCache, ScoreClient, ScoringCore
 from workers import metrics
 from workers.checkpoint import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
 from workers.consumer import TP, JobConsumer, Record
 from workers.dead_letters import build_dead_letter
-from workers.decode import Rejection
+from workers.decode import Rejection, internal_error
 from workers.processing import Admitted, JobProcessor, Outcome
 from workers.producer import Publisher
 
@@ -133,7 +133,7 @@ class Worker:
         except Exception as exc:
             log.exception("cache lookup of %d jobs failed", len(jobs))
             for rec, _ in jobs:
-                self._publish(rec, Rejection(ErrorKind.internal_error, f"{type(exc).__name__}: {exc}"[:2000]))
+                self._publish(rec, internal_error(exc))
             return
         for (rec, _), item in zip(jobs, admitted):
             metrics.CACHE_HITS.inc(item.lookup.hits)
@@ -166,7 +166,7 @@ class Worker:
             return step()
         except Exception as exc:
             log.exception("unexpected error on %s/%d@%d", rec.topic, rec.partition, rec.offset)
-            return Rejection(ErrorKind.internal_error, f"{type(exc).__name__}: {exc}"[:2000])
+            return internal_error(exc)
 
     # -- publishing (any thread) ------------------------------------------------------------------
 

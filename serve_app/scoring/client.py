@@ -18,8 +18,6 @@ class ScoreClient(Protocol):
 
     def info(self) -> ModelInfo: ...
 
-    def default_instruction(self) -> str | None: ...
-
     def score(self, request: ScoreRequest) -> list[float]: ...
 
     async def ascore(self, request: ScoreRequest) -> list[float]: ...
@@ -39,13 +37,6 @@ class ServeScoreClient:
             self._info = self._handle.info.remote().result(timeout_s=max(self._timeout_s, 60.0))
         return self._info
 
-    def default_instruction(self) -> str | None:
-        if self._instruction is None:
-            self._instruction = (
-                self._handle.default_instruction.remote().result(timeout_s=max(self._timeout_s, 60.0)),
-            )
-        return self._instruction[0]
-
     async def ainfo(self) -> tuple[ModelInfo, str | None]:
         """Model and default instruction without blocking an event loop (the HTTP ingress)."""
         if self._info is None or self._instruction is None:
@@ -60,9 +51,6 @@ class ServeScoreClient:
     async def ascore(self, request: ScoreRequest) -> list[float]:
         return [float(s) for s in await asyncio.wait_for(self._handle.score.remote(request), self._timeout_s)]
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return list(self._handle.count_tokens.remote(texts).result(timeout_s=self._timeout_s))
-
     async def acount_tokens(self, texts: list[str]) -> list[int]:
         return list(await asyncio.wait_for(self._handle.count_tokens.remote(texts), self._timeout_s))
 
@@ -75,9 +63,6 @@ class EngineScoreClient:
 
     def info(self) -> ModelInfo:
         return self._engine.info
-
-    def default_instruction(self) -> str | None:
-        return self._engine.default_instruction
 
     def score(self, request: ScoreRequest) -> list[float]:
         return [float(s) for s in self._engine.score_many([request])[0]]

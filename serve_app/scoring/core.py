@@ -119,7 +119,7 @@ class ScoringCore:
 
     def _miss_chunks(self, lookup: Lookup) -> list[ScoreRequest]:
         r = lookup.request
-        docs = [r.documents[i] for i in lookup.missed if lookup.scores[i] is None]
+        docs = [r.documents[i] for i in lookup.missed]
         n = self.chunk_documents
         return [
             ScoreRequest(query=r.query, documents=docs[s : s + n], instruction=r.instruction, raw_scores=r.raw_scores)
@@ -133,8 +133,7 @@ class ScoringCore:
             if len(got) != len(chunk.documents):
                 raise RuntimeError(f"score client returned {len(got)} scores for {len(chunk.documents)} documents")
             flat.extend(float(s) for s in got)
-        pending = [i for i in lookup.missed if lookup.scores[i] is None]
-        for i, s in zip(pending, flat):
+        for i, s in zip(lookup.missed, flat):
             lookup.scores[i] = s
 
     def _fill(self, model: ModelInfo, lookup: Lookup, chunks: list[ScoreRequest]) -> None:
