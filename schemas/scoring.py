@@ -23,6 +23,11 @@ class ScoreRequest:
     documents: Sequence[str]
     instruction: str | None = None
     raw_scores: bool = False
+    # Long documents (see docs/architecture.md): which end survives a cut, an optional cap on each
+    # document's tokens, and "truncate" (one window) or "chunk" (max over overlapping windows).
+    truncation_direction: str = "right"
+    max_tokens_per_doc: int | None = None
+    long_documents: str = "truncate"
 
 
 @dataclass(frozen=True)

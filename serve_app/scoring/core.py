@@ -46,6 +46,7 @@ class Scored:
     cached: int
     cache_ms: float
     model_ms: float
+    chunks: list[int | None] | None = None  # chunk mode: index of each document's best-scoring window
 
 
 class ScoringCore:
