@@ -112,7 +112,7 @@ def test_forward_passes_skip_the_vocabulary_projection_and_padding(tiny_qwen_dir
     assert not lm_head_calls
     assert all(rows == 1 or rows * cols <= 512 for rows, cols in passes), passes
     seqs = scorer.encode("capital of France", DOCS, None)
-    shared = scorer._shared_prefix(seqs)
+    shared = scorer.runner.shared_prefix(seqs)
     assert shared >= 16
     real = shared + sum(len(s) - shared for s in seqs)
     padded = sum(rows * cols for rows, cols in passes)

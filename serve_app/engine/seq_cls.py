@@ -2,7 +2,8 @@
 
 Encoder cross-encoders (BERT, XLM-R: BGE-reranker, ms-marco MiniLM) take the pair as two segments
 and only the document is truncated. Decoder conversions of Qwen3-Reranker ('-seq-cls') need the
-Qwen3 prompt, so they reuse the Qwen3 prompt encoder and left padding.
+Qwen3 prompt, so they reuse the Qwen3 prompt encoder and the causal kind's decoder runner (left
+padding, the job's shared prompt prefix computed once), with the score layer as the head.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 
 from .api import ModelKindError
 from .batching import pad_id_of, pad_right, run_micro_batches, split_sizes
-from .kinds import KindSpec, has_architecture, left_padded, sigmoid
+from .decoder_runner import DecoderRunner
+from .kinds import KindSpec, has_architecture, sigmoid
 from .prompt import QWEN3_DEFAULT_INSTRUCTION, Qwen3PromptEncoder
 
 
@@ -38,8 +40,13 @@ class SeqClsScorer:
         self.pad_id = pad_id_of(tokenizer)
         if self.decoder:
             self.prompt = Qwen3PromptEncoder(tokenizer, max_length)
-            if model.config.pad_token_id is None:  # the head finds the last non-pad token by this id
-                model.config.pad_token_id = self.pad_id
+            head = model.score  # read at the last position (left padding), not via pad_token_id
+            # fp32 like the causal kind's yes/no rows: the score is one large dot product.
+            self._head_weight = head.weight.detach().to(torch.float32).clone()
+            self._head_bias = None if head.bias is None else head.bias.detach().to(torch.float32).clone()
+            self.runner = DecoderRunner(
+                model.base_model, self._project, pad_id=self.pad_id, max_batch_tokens=max_batch_tokens
+            )
         self.default_instruction = QWEN3_DEFAULT_INSTRUCTION if self.decoder else None
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None):
@@ -57,22 +64,25 @@ class SeqClsScorer:
         return list(zip(enc["input_ids"], types))
 
     def raw_scores(self, jobs) -> list[list[float]]:
+        if self.decoder:
+            return self.runner.raw_scores([[ids for ids, _ in job] for job in jobs])
         items = [item for job in jobs for item in job]
         flat = run_micro_batches(items, [len(ids) for ids, _ in items], self.max_batch_tokens, self._forward)
         return split_sizes(flat, [len(job) for job in jobs])
 
+    def _project(self, last_hidden: torch.Tensor) -> list[float]:
+        logits = last_hidden.to(torch.float32) @ self._head_weight.T
+        if self._head_bias is not None:
+            logits = logits + self._head_bias
+        return logits[:, 0].tolist()
+
     def _forward(self, items) -> list[float]:
-        seqs = [ids for ids, _ in items]
-        if self.decoder:
-            ids_t, mask_t, pos = left_padded(seqs, self.pad_id, self.device)
-            kwargs = {"position_ids": pos}
-        else:
-            ids, mask = pad_right(seqs, self.pad_id)
-            ids_t, mask_t = torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
-            kwargs = {}
-            if items[0][1] is not None:
-                types, _ = pad_right([t for _, t in items], 0)
-                kwargs["token_type_ids"] = torch.tensor(types, device=self.device)
+        ids, mask = pad_right([ids for ids, _ in items], self.pad_id)
+        ids_t, mask_t = torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
+        kwargs = {}
+        if items[0][1] is not None:
+            types, _ = pad_right([t for _, t in items], 0)
+            kwargs["token_type_ids"] = torch.tensor(types, device=self.device)
         logits = self.model(input_ids=ids_t, attention_mask=mask_t, **kwargs).logits
         return logits[:, 0].to(torch.float32).tolist()
 
