@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -44,6 +44,7 @@ from schemas.http import (
 from schemas.limits import check_limits
 from schemas.scoring import ModelInfo, ScoreRequest
 from schemas.settings import Settings
+from serve_app.playground import playground_response
 from serve_app.scoring import ScoreCache, Scored, ScoringCore
 from serve_app.scoring.client import ServeScoreClient
 
@@ -309,6 +310,12 @@ class RerankAPI:
                 TeiRank(index=i, score=scored.scores[i], text=body.texts[i] if body.return_text else None)
                 for i in scored.order
             ]
+
+    @api.get("/", include_in_schema=False)
+    @api.get("/playground", response_class=HTMLResponse)
+    async def playground(self) -> HTMLResponse:
+        """The playground page (open it in a browser): open without an API key, it has its own key field."""
+        return playground_response()
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
