@@ -97,9 +97,10 @@ def extra_app(serve_stack, tiny_qwen_dir, redis_url: str):
 
     made = []
 
-    def make(name: str, **kw) -> ServeStack:
+    def make(name: str, model_dir=None, **kw) -> ServeStack:
+        """An app at ``/<name>`` serving ``model_dir`` (default: the tiny Qwen3)."""
         settings = serve_settings(
-            tiny_qwen_dir, redis_url, name, f"/{name}", serve_stack.settings.serve.http_port, **kw
+            model_dir or tiny_qwen_dir, redis_url, name, f"/{name}", serve_stack.settings.serve.http_port, **kw
         )
         made.append(runtime.start(settings))
         return ServeStack(settings, f"{serve_stack.base_url}/{name}")
