@@ -17,6 +17,10 @@ from schemas.text import UnicodeText, find_invalid_json_text
 
 SCHEMA_VERSION = 1
 INT64_MAX = 2**63 - 1
+REDRIVE_COUNT_HEADER = "rerank-redrive-count"
+"""Kafka header of a job replayed from the DLQ: how many times it has been replayed (ASCII digits)."""
+REDRIVE_FROM_HEADER = "rerank-redrive-from"
+"""Kafka header of a replayed job: topic/partition/offset of the dead letter it was replayed from."""
 
 
 def now_ms() -> int:
@@ -149,6 +153,17 @@ class DeadLetter(WireModel):
     reason: str = Field(description="Human-readable cause.")
     worker_id: str
     produced_at: int = Field(default_factory=now_ms)
+    redrive_count: int = Field(
+        0,
+        ge=0,
+        description=(
+            "How often the payload had been replayed from the DLQ (`rerank-stream dlq replay`) before this failure; "
+            "> 0 = a replay failed again and is not replayed again unless forced."
+        ),
+    )
+    redrive_from: str | None = Field(
+        None, description="DLQ coordinates topic/partition/offset of the dead letter the failed replay came from."
+    )
 
     @staticmethod
     def encode_payload(raw: bytes | None) -> str:

@@ -16,6 +16,7 @@ from schemas.settings import ConfigError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve_app.runtime", "Start Ray and the Serve app (reranker replicas + HTTP API)."),
     "worker": ("workers.runner", "Run the Kafka worker (standalone, or N Ray actors with --ray)."),
+    "dlq": ("workers.redrive", "Dead letters: list, show, replay after a fix (dry run unless --yes)."),
     "demo": ("workers.demo", "End-to-end demo on local Kafka + Redis + Ray Serve."),
     "schema": ("schemas.export", "Write the JSON Schemas of the wire models."),
     "config": ("schemas.config_cli", "Print the effective configuration or its documentation table."),

@@ -54,12 +54,15 @@ def build_dead_letter(
     worker_id: str,
     max_bytes: int = DEFAULT_MAX_DEAD_LETTER_BYTES,
     produced_at: int | None = None,
+    redrive_count: int = 0,
+    redrive_from: str | None = None,
 ) -> bytes:
     """The dead letter's JSON bytes, guaranteed ``len(...) <= max_bytes``.
 
     The whole payload is kept when it fits; otherwise ``payload_b64`` is the longest base64 prefix that
     fits and ``payload_truncated`` is true. ``payload_size`` and ``payload_sha256`` always describe the
     whole original. Text fields are made UTF-8 safe and cut when needed (reason first).
+    ``redrive_count`` / ``redrive_from`` mark a record that was replayed from the DLQ (workers/redrive.py).
     Raises ValueError only for ``max_bytes < MIN_DEAD_LETTER_BYTES`` (a configuration error).
     """
     if max_bytes < MIN_DEAD_LETTER_BYTES:
@@ -70,6 +73,7 @@ def build_dead_letter(
         "job_id": None if rejection.job_id is None else _cut(_utf8_safe(rejection.job_id), MAX_NAME_CHARS),
         "source_topic": _cut(_utf8_safe(source_topic), MAX_NAME_CHARS),
         "worker_id": _cut(_utf8_safe(worker_id), MAX_NAME_CHARS),
+        "redrive_from": None if redrive_from is None else _cut(_utf8_safe(redrive_from), MAX_NAME_CHARS),
     }
     fixed = {
         "source_partition": source_partition,
@@ -78,6 +82,7 @@ def build_dead_letter(
         "produced_at": now_ms() if produced_at is None else produced_at,
         "payload_size": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "redrive_count": max(0, redrive_count),
     }
 
     def render(payload_b64: str, truncated: bool) -> bytes:

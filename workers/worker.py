@@ -27,6 +27,7 @@ from workers.checkpoint import AtLeastOnceCheckpoint, Checkpoint, TransactionalC
 from workers.consumer import TP, JobConsumer, Record
 from workers.dead_letters import build_dead_letter
 from workers.decode import Rejection, internal_error
+from workers.headers import redrive_mark
 from workers.processing import Admitted, JobProcessor, Outcome
 from workers.producer import Publisher
 
@@ -182,6 +183,7 @@ class Worker:
             metrics.JOB_LATENCY.observe(outcome.timings.total_ms / 1000)
             return
         key = outcome.job_id or f"{rec.topic}/{rec.partition}/{rec.offset}"
+        mark = redrive_mark(rec.headers)
         value = build_dead_letter(
             rec.value,
             outcome,
@@ -190,6 +192,8 @@ class Worker:
             source_offset=rec.offset,
             worker_id=self.worker_id,
             max_bytes=self.settings.limits.max_dead_letter_bytes,
+            redrive_count=mark.count,
+            redrive_from=mark.source,
         )
         self.publisher.send(k.dlq_topic, key, value, on_ack)
         self._count("dead_letters")
