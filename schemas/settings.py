@@ -189,7 +189,14 @@ class KafkaSettings(Section):
         False,
         description="Create missing topics at start-up (local/test mode). Otherwise missing topics are a start-up error.",
     )
-    topic_partitions: int = Field(4, ge=1, description="Partitions of topics created in local mode.")
+    topic_partitions: int = Field(
+        4,
+        ge=1,
+        description=(
+            "Partitions per topic: topics created in local mode get this many, and the deploy manifests assume "
+            "the input topics have this many (never more consumers than partitions)."
+        ),
+    )
     exactly_once: bool = Field(
         False,
         description="Transactional mode: results and offsets commit atomically (consumers must read_committed).",
@@ -233,6 +240,11 @@ class KafkaSettings(Section):
     @property
     def input_topics(self) -> list[str]:
         return [feed.topic for feed in self.feeds.values()]
+
+    @property
+    def input_partitions(self) -> int:
+        """Partitions of all input topics together: the most consumers of the group that can be busy."""
+        return len(self.feeds) * self.topic_partitions
 
     def feed_for_topic(self, topic: str) -> str | None:
         for name, feed in self.feeds.items():
@@ -397,6 +409,29 @@ class WorkerSettings(Section):
     log_interval_s: float = Field(
         30.0, gt=0, description="Minimum seconds between repeated warnings (e.g. cache down)."
     )
+    min_consumers: int = Field(
+        1,
+        ge=0,
+        description="Fewest consumer processes when consumers scale on lag (KEDA minReplicaCount; 0 = scale to zero).",
+    )
+    max_consumers: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Most consumer processes when consumers scale on lag (KEDA maxReplicaCount), capped at the input "
+            "partitions (feeds x kafka.topic_partitions): a consumer beyond them would sit idle."
+        ),
+    )
+    lag_per_consumer: int = Field(
+        100,
+        ge=1,
+        description="Kafka backlog (jobs) one consumer is expected to absorb; more asks for another (KEDA lagThreshold).",
+    )
+    activation_lag: int = Field(
+        10,
+        ge=0,
+        description="Backlog at or below which consumers stay at min_consumers (KEDA activationLagThreshold).",
+    )
 
 
 class Settings(BaseModel):
@@ -410,6 +445,16 @@ class Settings(BaseModel):
     serve: ServeSettings = ServeSettings()
     limits: LimitsSettings = LimitsSettings()
     worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("worker")
+    @classmethod
+    def _consumer_bounds(cls, v: WorkerSettings) -> WorkerSettings:
+        if v.min_consumers > v.max_consumers:
+            raise ValueError(
+                f"worker.min_consumers ({env_var('worker', 'min_consumers')}) = {v.min_consumers} exceeds "
+                f"worker.max_consumers ({env_var('worker', 'max_consumers')}) = {v.max_consumers}"
+            )
+        return v
 
     @field_validator("serve")
     @classmethod
