@@ -32,7 +32,9 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The playground's browser test drives Debian's chromium: installed with apt-get when missing.
 test: install lint
+	deploy/local/tools.sh ensure-chromium >/dev/null
 	deploy/local/with-services.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
