@@ -24,7 +24,16 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -370,10 +379,80 @@ class ServeSettings(Section):
     )
     request_timeout_s: float = Field(60.0, gt=0, description="HTTP API: longest wait for scores before answering 504.")
 
+    api_keys: SecretStr | None = Field(
+        None,
+        description=(
+            "HTTP API keys: comma separated, or the path of a file with one key per line (a value starting with "
+            "/, . or ~). Set: every scoring and model route needs Authorization: Bearer <key> (401 otherwise)."
+        ),
+        json_schema_extra=_env("RERANK_API_KEYS"),
+    )
+    metrics_require_key: bool = Field(
+        False, description="GET /metrics needs an API key too (when serve.api_keys is set); default open."
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or v.get_secret_value() == SECRET_MASK:
+            return v  # a masked dump read back (a worker's copy): no key will match, see api_key_list
+        return SecretStr(",".join(parse_api_keys(v.get_secret_value())))
+
+    @field_serializer("api_keys")
+    def _dump_api_keys(self, v: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked unless the dump is for a process that needs the keys (``context=REVEAL_SECRETS``)."""
+        if v is None:
+            return None
+        return v.get_secret_value() if (info.context or {}).get("reveal_secrets") else SECRET_MASK
+
+    def api_key_list(self) -> list[str] | None:
+        """None: keys off. A list: keys on; empty when the keys arrived masked, so that nothing is let in."""
+        if self.api_keys is None:
+            return None
+        text = self.api_keys.get_secret_value()
+        return [] if text == SECRET_MASK else text.split(",")
+
     @property
     def ongoing_requests(self) -> int:
         """Effective max_ongoing_requests (keeps batches full: >= max_batch_size)."""
         return self.max_ongoing_requests or 2 * self.max_batch_size
+
+
+SECRET_MASK = "**********"
+REVEAL_SECRETS = {"reveal_secrets": True}
+"""``model_dump_json(context=REVEAL_SECRETS)`` keeps secrets: only for the Serve app's own arguments."""
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+_KEY_FILE_MAX_BYTES = 1 << 20
+
+
+def _read_key_file(text: str) -> list[str]:
+    path = Path(text).expanduser()
+    try:
+        if not path.is_file():
+            raise ValueError("the key file is missing or not a regular file")
+        if path.stat().st_size > _KEY_FILE_MAX_BYTES:
+            raise ValueError(f"the key file is over {_KEY_FILE_MAX_BYTES} bytes")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"the key file cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ValueError("the key file is not UTF-8 text") from None
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def parse_api_keys(value: str) -> list[str]:
+    """The keys of ``serve.api_keys``: a comma list, or a file (one key per line, # comments) when the value
+    starts with ``/``, ``.`` or ``~``. Keys are bearer tokens (RFC 6750), so any of them can be sent in a header;
+    errors never quote a key or the path."""
+    text = value.strip()
+    keys = _read_key_file(text) if text.startswith(("/", ".", "~")) else [k.strip() for k in text.split(",")]
+    keys = [k for k in keys if k]
+    if not keys:
+        raise ValueError("holds no API key")
+    for i, key in enumerate(keys, 1):
+        if not _BEARER_TOKEN.fullmatch(key):
+            raise ValueError(f"key {i} is not a bearer token (letters, digits, - . _ ~ + / and a trailing =)")
+    return keys
 
 
 class LimitsSettings(Section):
@@ -503,7 +582,7 @@ def known_env_vars() -> frozenset[str]:
     return frozenset({env_var(section, name) for section, name, _ in _fields()} | OTHER_ENV_VARS)
 
 
-_SECRET_FIELDS = frozenset({("kafka", "sasl_password")})
+_SECRET_FIELDS = frozenset({("kafka", "sasl_password"), ("serve", "api_keys")})
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
 _warned_env_vars: set[str] = set()
 

@@ -16,7 +16,7 @@ import yaml
 from ray import serve
 from ray.serve.config import AutoscalingConfig
 
-from schemas.settings import Settings, load_settings
+from schemas.settings import REVEAL_SECRETS, Settings, load_settings
 
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "serve_config.yaml"
 POLICY = "serve_app.autoscaling:QueueDepthLagPolicy"
@@ -114,7 +114,7 @@ def build_app(settings: Settings):
     from serve_app.deployment import Reranker
     from serve_app.http_api import RerankAPI
 
-    settings_json = settings.model_dump_json()
+    settings_json = settings.model_dump_json(context=REVEAL_SECRETS)  # the ingress needs serve.api_keys
     reranker = serve.deployment(Reranker).options(**reranker_options(settings)).bind(settings_json)  # type: ignore[attr-defined]
     return RerankAPI.options(**api_options(settings)).bind(reranker, settings_json)  # type: ignore[attr-defined]
 

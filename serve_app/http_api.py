@@ -1,256 +1,117 @@
-"""The HTTP entry point: ``POST /v1/rerank`` (Cohere/Jina/vLLM shape), ``POST /rerank`` (TEI shape),
-health, readiness, Prometheus metrics and OpenAPI docs (``/docs``).
+"""The HTTP entry point, the ``RerankAPI`` ingress: the rerank routes each peer client speaks.
 
-A light ingress deployment (no model, no GPU): it validates and limits requests and hands them to
-the scoring core (``serve_app.scoring``, the same path the Kafka worker takes: cache lookup,
-only the misses to the ``Reranker`` replicas, cache fill, best-first order).
-Every error, FastAPI's and Starlette's own included (404, 405, 422), answers ``ErrorBody`` JSON
-with a reason (and, for limits, the settings key): never a stack trace, never a 5xx for bad input.
+``POST /v1/rerank`` and ``/v2/rerank`` (Cohere v1/v2, Jina, vLLM), ``POST /rerank`` (TEI, or a
+Cohere-shaped body as LiteLLM posts it), ``POST /score`` (vLLM), ``GET /v1/models`` (OpenAI list),
+``GET /info``, the playground page, health, readiness, Prometheus metrics and OpenAPI (``/docs``).
 
-The JSON body of the rerank routes passes ``JsonBodyGate`` before FastAPI parses it: content type,
-size, then ``schemas.http.decode_json_body`` (UTF-8, nesting, NaN, lone surrogates, ...), so bad bytes
-get a precise 4xx instead of reaching a ``.encode()`` downstream.
+A light deployment (no model, no GPU): it checks keys, validates and limits requests and hands them
+to the scoring core (``serve_app.scoring``, the same path the Kafka worker takes: cache lookup, only
+the misses to the ``Reranker`` replicas, cache fill, best-first order); ``serve_app/http/`` renders
+the answers and holds the gates. Middleware, outermost first: ``ApiKeyGate`` (401 before the body is
+read), ``JsonBodyGate`` (strict JSON). Ray Serve's proxy honours an incoming ``X-Request-Id`` (or makes
+one) and echoes it as a response header; the routes use it as the response ``id``.
 """
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Body, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.http import (
-    BodyRejected,
-    DocumentObject,
+    RERANK_EXAMPLES,
+    SCORE_EXAMPLES,
+    TEI_EXAMPLES,
+    AnyRerankRequest,
     ErrorBody,
+    ModelCard,
+    ModelList,
+    PairScoreRequest,
     RerankRequest,
     RerankResponse,
-    RerankResultItem,
+    ScoreResponse,
+    ScoringOptions,
+    ServiceInfo,
     TeiRank,
-    TeiRerankRequest,
-    Usage,
-    decode_json_body,
-    max_body_bytes,
 )
 from schemas.limits import check_limits
 from schemas.scoring import ModelInfo, ScoreRequest
-from schemas.settings import Settings
+from schemas.settings import LimitsSettings, Settings
+from serve_app.http.auth import ApiKeyGate, ApiKeys
+from serve_app.http.body_gate import JsonBodyGate
+from serve_app.http.errors import ApiError, install_error_handlers, show
+from serve_app.http.metrics import ApiMetrics
+from serve_app.http.render import Ranked, cohere_response, pair_tokens, score_response, tei_ranks
 from serve_app.playground import playground_response
-from serve_app.scoring import ScoreCache, Scored, ScoringCore
+from serve_app.scoring import ScoreCache, ScoringCore
 from serve_app.scoring.client import ServeScoreClient
+from serve_app.tracing import TracedScoreClient
+from serve_app.tracing import configure as configure_tracing
 
 log = logging.getLogger("ray.serve")
 
+try:
+    VERSION = version("rerank-stream")
+except PackageNotFoundError:  # a source tree that was never installed
+    VERSION = "0+unknown"
+
 api = FastAPI(
     title="rerank-stream",
-    description="Rerank documents against a query with a cross-encoder; scores cached in Redis.",
-    version="1",
+    description=(
+        "Rerank documents against a query with a cross-encoder; scores cached in Redis. Speaks the Cohere "
+        "(v1, v2), Jina, vLLM and text-embeddings-inference APIs. With API keys on, send "
+        "`Authorization: Bearer <key>`."
+    ),
+    version=VERSION,
 )
+install_error_handlers(api)
 
-
-class ApiError(Exception):
-    """An error with its HTTP status and a client-facing reason."""
-
-    def __init__(self, status: int, reason: str, *, limit: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(reason)
-        self.status, self.reason, self.limit, self.headers = status, reason, limit, headers
-
-
-class ErrorResponse(JSONResponse):
-    """An ``ErrorBody`` as JSON; ASCII-escaped, so a reason quoting odd input can never fail to encode."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        *,
-        limit: str | None = None,
-        detail: Any = None,
-        headers: dict[str, str] | None = None,
-    ):
-        body = ErrorBody(error=reason, limit=limit, detail=detail).model_dump(exclude_none=True)
-        super().__init__(body, status_code=status, headers=headers)
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def _show(value: str, limit: int = 80) -> str:
-    """repr() of client input for a reason, cut to ``limit`` characters."""
-    text = repr(value[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-@api.exception_handler(ApiError)
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    return ErrorResponse(exc.status, exc.reason, limit=exc.limit, headers=exc.headers)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Starlette's own 404/405 (and FastAPI's 400 "error parsing the body") in the ErrorBody shape."""
-    where = f"{request.method} {_show(request.url.path)}"
-    if exc.status_code == 404:
-        reason = f"no route {where}"
-    elif exc.status_code == 405:
-        allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "?")
-        reason = f"method not allowed: {where}; allowed: {allowed}"
-    else:
-        reason = exc.detail if isinstance(exc.detail, str) else f"HTTP {exc.status_code}"
-    return ErrorResponse(exc.status_code, reason, headers=dict(exc.headers) if exc.headers else None)
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    problems = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in errors[:10]]
-    if any(e.get("type") == "json_invalid" for e in errors):  # only if JsonBodyGate was bypassed
-        return ErrorResponse(400, "malformed JSON body", detail=problems)
-    first = problems[0] if problems else {"loc": [], "msg": ""}
-    reason = f"request does not match the schema: {'.'.join(first['loc'][1:]) or 'body'}: {first['msg']}"
-    return ErrorResponse(422, reason, detail=problems)
-
-
-@api.exception_handler(Exception)
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error in the rerank API")
-    return ErrorResponse(500, "internal error")
-
-
-def _json_media_type(content_type: str | None) -> bool:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
-def _body_limit() -> tuple[int, str]:
-    """Body size bound of this replica's settings (the ingress instance is the replica's servable)."""
-    try:
-        settings = serve.get_replica_context().servable_object.settings  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - outside a replica (the bare app under a test client): default limits
-        settings = Settings()
-    return max_body_bytes(settings.limits)
-
-
-_DERIVED = " (the most the limits.* character and token limits can need)"
-
-
-class JsonBodyGate:
-    """ASGI middleware: reads, bounds and strictly decodes the body of the JSON routes.
-
-    Runs before FastAPI parses the body, so size is bounded while reading (Content-Length first),
-    nesting before ``json.loads`` recurses, and lone surrogates answer 422 with their position instead
-    of a 500 from the first ``.encode()``. The checked bytes are then replayed to FastAPI unchanged.
-    """
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._json_route(scope):
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        try:
-            body = await self._checked_body(headers, receive)
-        except BodyRejected as exc:
-            await ErrorResponse(exc.status, exc.reason, limit=exc.limit, detail=exc.detail)(scope, receive, send)
-            return
-        if body is None:  # the client went away while sending
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    def _json_route(scope: Scope) -> bool:
-        """A POST to a route that takes a JSON body (other requests go on to the router as they are)."""
-        if scope.get("method") != "POST":
-            return False
-        path, root = scope.get("path", ""), scope.get("root_path", "")
-        if root and path.startswith(root):  # under a Serve route_prefix
-            path = path[len(root) :]
-        return path in JSON_BODY_ROUTES
-
-    @staticmethod
-    async def _checked_body(headers: dict[str, str], receive: Receive) -> bytes | None:
-        content_type = headers.get("content-type")
-        if not _json_media_type(content_type):
-            shown = _show(content_type) if content_type else "none"
-            raise BodyRejected(415, f"content-type {shown} is not JSON; send application/json")
-        limit, key = _body_limit()
-        declared = headers.get("content-length", "").strip()
-        if declared.isdigit() and int(declared) > limit:
-            raise BodyRejected(413, f"request body is {int(declared)} bytes, limit {limit}{_DERIVED}", limit=key)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyRejected(413, f"request body is over {limit} bytes{_DERIVED}", limit=key)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        decode_json_body(body)
-        return body
-
-
-JSON_BODY_ROUTES = frozenset({"/v1/rerank", "/rerank"})
+JSON_BODY_ROUTES = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score"})
 """Paths of the routes whose body JsonBodyGate checks (the POST routes below)."""
-api.add_middleware(JsonBodyGate)
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 415, 422, 503, 504)}
+_MODEL_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 404: {"model": ErrorBody}}
+_NO_KEYS = ApiKeys(None)
 
 
-class ApiMetrics:
-    """Per-replica Prometheus metrics of the HTTP path (a registry of its own, no global state)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "rerank_http_requests_total", "HTTP requests.", ["route", "status"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "rerank_http_request_seconds",
-            "Request latency.",
-            ["route"],
-            registry=self.registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
-        self.documents = Counter("rerank_http_documents_total", "Documents ranked.", ["source"], registry=self.registry)
+def _replica_attr(name: str, default: Any) -> Any:
+    """An attribute of this replica's RerankAPI instance; ``default`` outside a replica (a bare test app)."""
+    try:
+        return getattr(serve.get_replica_context().servable_object, name)
+    except Exception:  # noqa: BLE001 - no replica context
+        return default
 
 
-class _Observed:
-    """Counts a request by route and final status and times it."""
+def _limits() -> LimitsSettings:
+    settings = _replica_attr("settings", None)
+    return (settings or Settings()).limits
 
-    def __init__(self, metrics: ApiMetrics, route: str):
-        self.metrics, self.route = metrics, route
 
-    async def __aenter__(self):
-        self.t0 = time.perf_counter()
+def _keys() -> ApiKeys:
+    return _replica_attr("keys", _NO_KEYS)
 
-    async def __aexit__(self, exc_type, exc, tb):
-        status = 200 if exc is None else getattr(exc, "status", 500)
-        self.metrics.requests.labels(self.route, str(status)).inc()
-        self.metrics.latency.labels(self.route).observe(time.perf_counter() - self.t0)
-        return False
+
+api.add_middleware(JsonBodyGate, routes=JSON_BODY_ROUTES, limits_of=_limits)
+api.add_middleware(ApiKeyGate, keys_of=_keys)  # added last = outermost: no body is read without a key
+
+
+def _request_id(request: Request) -> str:
+    """The X-Request-Id Serve's proxy put in (the client's, or one it made); a fresh one without a proxy."""
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def _settle(task: asyncio.Future) -> None:
+    """Cancel a side task the request no longer needs; a failure it already had is marked as seen."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -258,58 +119,98 @@ class _Observed:
 class RerankAPI:
     def __init__(self, reranker, settings_json: str):
         self.settings = Settings.model_validate_json(settings_json)
-        self.client = ServeScoreClient(reranker, self.settings.serve.request_timeout_s)
+        # OTLP export when an endpoint is configured; FastAPI's own OpenTelemetry support then makes each
+        # request a server span (child of its traceparent header) around the route's rerank.score spans.
+        configure_tracing(self.settings.tracing, "api")
+        self.keys = ApiKeys.from_settings(self.settings.serve)
+        if self.keys.enabled:
+            n = len(self.settings.serve.api_key_list() or [])
+            log.info("API keys on (%d keys; /metrics %s)", n, "keyed" if self.keys.protect_metrics else "open")
+            if n == 0:
+                log.error("serve.api_keys arrived masked (dumped without REVEAL_SECRETS): every keyed route is 401")
+        self.client = TracedScoreClient(ServeScoreClient(reranker, self.settings.serve.request_timeout_s))
         cache = ScoreCache(self.settings.redis, log_interval_s=self.settings.worker.log_interval_s)
         self.core = ScoringCore(cache, self.settings.worker.chunk_documents)
         self.api_metrics = ApiMetrics()
+        self.started = int(time.time())
         self._model_lock = asyncio.Lock()
 
     # -- routes ---------------------------------------------------------------------------------
 
-    @api.post(
-        "/v1/rerank",
-        response_model=RerankResponse,
-        response_model_exclude_none=True,
-        responses={s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 503, 504)},
-    )
-    async def rerank(self, body: RerankRequest) -> RerankResponse:
-        """Cohere / Jina / vLLM request shape; results sorted by relevance, best first."""
-        async with self._observe("/v1/rerank"):
-            info = await self._served_model(body.model)
-            texts = body.texts()
-            scored = await self._scores(body.query, texts, body.instruction, raw=False)
-            scores, order = scored.scores, scored.order[: body.top_n]
-            return RerankResponse(
-                id=uuid.uuid4().hex,
-                model=info.id,
-                results=[
-                    RerankResultItem(
-                        index=i,
-                        relevance_score=scores[i],
-                        document=DocumentObject(text=texts[i]) if body.return_documents else None,
-                    )
-                    for i in order
-                ],
-                usage=Usage(documents=len(texts), cached_documents=scored.cached),
-            )
+    @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=_MODEL_ERRORS)
+    async def rerank_v1(
+        self, request: Request, body: Annotated[RerankRequest, Body(openapi_examples=RERANK_EXAMPLES)]
+    ) -> RerankResponse:
+        """Cohere v1 (`cohere.Client.rerank`), Jina and vLLM; results best first."""
+        return await self._cohere(request, body, "/v1/rerank", api_version="1")
+
+    @api.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=_MODEL_ERRORS)
+    async def rerank_v2(
+        self, request: Request, body: Annotated[RerankRequest, Body(openapi_examples=RERANK_EXAMPLES)]
+    ) -> RerankResponse:
+        """Cohere v2 (`cohere.ClientV2.rerank`), vLLM; results best first."""
+        return await self._cohere(request, body, "/v2/rerank", api_version="2")
 
     @api.post(
         "/rerank",
-        response_model=list[TeiRank],
+        response_model=list[TeiRank] | RerankResponse,
         response_model_exclude_none=True,
-        responses={s: {"model": ErrorBody} for s in (400, 413, 415, 422, 503, 504)},
+        responses=_MODEL_ERRORS,
     )
-    async def rerank_tei(self, body: TeiRerankRequest) -> list[TeiRank]:
-        """text-embeddings-inference request shape; sorted by score, descending."""
-        async with self._observe("/rerank"):
-            info = await self._served_model(None)
-            if not body.truncate:
-                await self._refuse_long(body.query, body.texts, info.max_length)
-            scored = await self._scores(body.query, body.texts, body.instruction, raw=body.raw_scores)
-            return [
-                TeiRank(index=i, score=scored.scores[i], text=body.texts[i] if body.return_text else None)
-                for i in scored.order
-            ]
+    async def rerank_tei(
+        self,
+        request: Request,
+        response: Response,
+        body: Annotated[AnyRerankRequest, Body(openapi_examples=TEI_EXAMPLES)],
+    ) -> list[TeiRank] | RerankResponse:
+        """text-embeddings-inference (`texts`): `[{index, score, text?}]` best first, tokens in `X-Total-Tokens`.
+        A Cohere-shaped body (`documents`, as LiteLLM posts it) is answered in the Cohere shape."""
+        if isinstance(body, RerankRequest):
+            return await self._cohere(request, body, "/rerank", api_version="1")
+        async with self.api_metrics.observe("/rerank"):
+            ranked = await self._rank(
+                [(body.query, body.texts)], body, raw=body.raw_scores, refuse_long=not body.truncate
+            )
+            response.headers["x-total-tokens"] = str(ranked.tokens)
+            return tei_ranks(ranked, body.texts, return_text=body.return_text)
+
+    @api.post("/score", response_model=ScoreResponse, responses=_MODEL_ERRORS)
+    async def score(
+        self, request: Request, body: Annotated[PairScoreRequest, Body(openapi_examples=SCORE_EXAMPLES)]
+    ) -> ScoreResponse:
+        """vLLM: `text_1` against each `text_2` (1:1, 1:N, or N:N pairs); scores in input order."""
+        async with self.api_metrics.observe("/score"):
+            await self._served_model(body.model)
+            groups: dict[str, list[str]] = {}
+            slots: list[tuple[int, int]] = []
+            for query, document in body.pairs():
+                docs = groups.setdefault(query, [])
+                slots.append((list(groups).index(query), len(docs)))
+                docs.append(document)
+            ranked = await self._rank(list(groups.items()), body, raw=False)
+            return score_response(_request_id(request), ranked, slots, int(time.time()))
+
+    @api.get("/v1/models", response_model=ModelList)
+    async def models(self) -> ModelList:
+        """The served model, then the other names a request may use for it (`model.allowed_models`)."""
+        info = await self._served_model(None)
+        names = [info.id, *sorted(self.settings.model.allowed_names(info.id) - {info.id})]
+        return ModelList(data=[ModelCard(id=name, created=self.started, root=info.id) for name in names])
+
+    @api.get("/info", response_model=ServiceInfo)
+    async def info(self) -> ServiceInfo:
+        """The served model (FALLBACK when `fallback` is true), its window, device and dtype."""
+        m = await self._served_model(None)
+        return ServiceInfo(
+            model=m.id,
+            kind=m.kind,
+            revision=m.revision,
+            max_length=m.max_length,
+            device=m.device,
+            dtype=m.dtype,
+            fallback=m.fallback,
+            version=VERSION,
+        )
 
     @api.get("/", include_in_schema=False)
     @api.get("/playground", response_class=HTMLResponse)
@@ -333,22 +234,52 @@ class RerankAPI:
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
+        """Prometheus (`rerank_http_*`); keyed only with `serve.metrics_require_key`."""
         return Response(generate_latest(self.api_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- the shared path --------------------------------------------------------------------------
 
-    async def _scores(self, query: str, texts: list[str], instruction: str | None, *, raw: bool) -> Scored:
-        """Limits, then the scoring core (cache, misses to the model, fill, order)."""
+    async def _cohere(self, request: Request, body: RerankRequest, route: str, *, api_version: str) -> RerankResponse:
+        async with self.api_metrics.observe(route):
+            await self._served_model(body.model)
+            texts = body.texts()
+            ranked = await self._rank([(body.query, texts)], body, raw=False)
+            return cohere_response(
+                _request_id(request),
+                ranked,
+                texts,
+                top_n=body.top_n,
+                return_documents=body.return_documents,
+                api_version=api_version,
+            )
+
+    async def _rank(
+        self, groups: list[tuple[str, list[str]]], options: ScoringOptions, *, raw: bool, refuse_long: bool = False
+    ) -> Ranked:
+        """Limits, then the scoring core once per query group; token counts in one call alongside."""
         info, default_instruction = await self._model_info()
-        effective = instruction if instruction is not None else (default_instruction or "")
-        violation = check_limits(self.settings.limits, query, effective, texts)
-        if violation is not None:
+        instruction = options.instruction if options.instruction is not None else (default_instruction or "")
+        texts = [d for _, docs in groups for d in docs]
+        violation = check_limits(self.settings.limits, max((q for q, _ in groups), key=len), instruction, texts)
+        if violation is not None and not refuse_long:
             raise ApiError(413, violation.message, limit=violation.limit)
-        request = ScoreRequest(query=query, documents=texts, instruction=effective, raw_scores=raw)
-        scored = await self._mapped(self.core.ascore(info, self.client, request))
-        self.api_metrics.documents.labels("cache").inc(scored.cached)
-        self.api_metrics.documents.labels("model").inc(len(texts) - scored.cached)
-        return scored
+        requests = [options.score_request(q, docs, instruction, raw=raw) for q, docs in groups]
+        unique = list(dict.fromkeys([instruction, *(q for q, _ in groups), *texts]))
+        counting = asyncio.ensure_future(self._mapped(self.client.acount_tokens(unique)))
+        try:
+            if refuse_long:  # "does not fit the model" first: more useful than a size limit
+                self._refuse_long(requests[0], dict(zip(unique, await counting)), info.max_length)
+                if violation is not None:
+                    raise ApiError(413, violation.message, limit=violation.limit)
+            scored = await asyncio.gather(*(self._mapped(self.core.ascore(info, self.client, r)) for r in requests))
+            counts = dict(zip(unique, await counting))
+        finally:
+            _settle(counting)
+        cached = sum(s.cached for s in scored)
+        self.api_metrics.documents.labels("cache").inc(cached)
+        self.api_metrics.documents.labels("model").inc(len(texts) - cached)
+        pairs = [(q, d) for q, docs in groups for d in docs]
+        return Ranked(info, list(scored), pair_tokens(counts, pairs, instruction, options.max_tokens_per_doc))
 
     async def _mapped(self, call: Any) -> Any:
         """Await one call to the model side, its failure modes mapped to HTTP answers."""
@@ -367,23 +298,24 @@ class RerankAPI:
         async with self._model_lock:
             return await self._mapped(self.client.ainfo())
 
-    async def _served_model(self, requested: str | None):
+    async def _served_model(self, requested: str | None) -> ModelInfo:
         info, _ = await self._model_info()
         if requested is not None and requested not in self.settings.model.allowed_names(info.id):
-            raise ApiError(404, f"model {_show(requested)} is not served here; served: {info.id!r}")
+            raise ApiError(404, f"model {show(requested)} is not served here; served: {info.id!r} (GET /v1/models)")
         return info
 
-    async def _refuse_long(self, query: str, texts: list[str], max_length: int) -> None:
-        counts = await self._mapped(self.client.acount_tokens([query, *texts]))
-        q = counts[0]
-        for i, n in enumerate(counts[1:]):
+    @staticmethod
+    def _refuse_long(request: ScoreRequest, counts: dict[str, int], max_length: int) -> None:
+        """TEI's truncate=false: a text that does not fit the window with the query is a 413 (not in chunk mode)."""
+        if request.long_documents == "chunk":
+            return
+        q, cap = counts[request.query], request.max_tokens_per_doc
+        for i, text in enumerate(request.documents):
+            n = counts[text] if cap is None else min(counts[text], cap)
             if q + n > max_length:
                 raise ApiError(
                     413,
                     f"text {i} with the query has {q + n} tokens, model max {max_length}; "
-                    "send truncate=true to truncate",
+                    "send truncate=true to truncate or long_documents=chunk to score it whole",
                     limit="model.max_length",
                 )
-
-    def _observe(self, route: str):
-        return _Observed(self.api_metrics, route)

@@ -317,7 +317,7 @@ def test_streamed_body_over_the_size_bound_is_413(http):
 @pytest.mark.parametrize(
     ("method", "path", "status", "needle"),
     [
-        ("POST", "/v2/rerank", 404, "no route POST '/v2/rerank'"),
+        ("POST", "/v3/rerank", 404, "no route POST '/v3/rerank'"),
         ("GET", "/nope", 404, "no route GET"),
         ("GET", "/v1/rerank", 405, "allowed: POST"),
         ("PUT", "/rerank", 405, "method not allowed"),
