@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 PYTEST_ARGS ?=
 
-.PHONY: install lock lint test demo services-start services-stop services-status bench-engine bench-serve bench-pipeline bench-codecs load-smoke perf-docs clean
+.PHONY: install lock lint test demo manifests services-start services-stop services-status bench-engine bench-serve bench-pipeline bench-codecs load-smoke perf-docs clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,11 @@ load-smoke: install
 
 perf-docs: install
 	$(PY) -m load_tests.perf_docs
+
+# Regenerates deploy/serve_config.yaml, deploy/k8s/rayservice.yaml, consumers.yaml and the Grafana dashboard
+# (from deploy/k8s/config.yaml and the settings); a test fails when a committed one is stale.
+manifests: install
+	$(PY) -m deploy.generate
 
 clean:
 	deploy/local/services.sh stop || true

@@ -13,11 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (package or module prefix, forbidden import prefixes) — the "must not import" column of the page.
 RULES: list[tuple[str, tuple[str, ...]]] = [
-    ("schemas", ("torch", "ray", "kafka", "transformers", "redis", "serve_app", "workers")),
+    ("schemas", ("torch", "ray", "kafka", "transformers", "redis", "serve_app", "workers", "deploy")),
     ("serve_app.engine", ("ray", "kafka", "workers", "serve_app.scoring", "redis")),
     ("serve_app.scoring", ("torch", "transformers", "kafka", "workers")),
-    ("serve_app", ("workers",)),
-    ("workers", ("torch", "transformers", "serve_app.engine", "serve_app.deployment", "serve_app.http_api")),
+    ("serve_app", ("workers", "deploy")),
+    ("workers", ("torch", "transformers", "serve_app.engine", "serve_app.deployment", "serve_app.http_api", "deploy")),
 ]
 # Deliberate, documented exceptions: (module, import) — the CLI subcommands that run an engine.
 ALLOWED = {
@@ -27,7 +27,7 @@ ALLOWED = {
 
 def _modules() -> list[tuple[str, Path]]:
     out = []
-    for pkg in ("schemas", "serve_app", "workers"):
+    for pkg in ("schemas", "serve_app", "workers", "deploy"):
         for path in sorted((ROOT / pkg).rglob("*.py")):
             rel = path.relative_to(ROOT).with_suffix("")
             name = ".".join(p for p in rel.parts if p != "__init__")
