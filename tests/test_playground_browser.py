@@ -115,11 +115,6 @@ def _form_body(page) -> dict:
     return body
 
 
-def _info_missing(base_url: str) -> bool:
-    """Until the app has ``GET /info`` the page falls back to /readyz after a (logged) 404."""
-    return httpx.get(f"{base_url}/info", timeout=30).status_code == 404
-
-
 def _check_example(pg: Playground, http: httpx.Client, name: str, shots: Path) -> list[dict]:
     pg.page.click(f"#example-{name}")
     pg.page.wait_for_function("() => document.getElementById('documents').value !== ''")
@@ -154,7 +149,6 @@ def _check_example(pg: Playground, http: httpx.Client, name: str, shots: Path) -
 
 
 def test_playground_ranks_like_the_api_in_chromium(browser, serve_stack, tmp_path):
-    allowed = (r"status of 404.*/info\)$",) if _info_missing(serve_stack.base_url) else ()
     pg = Playground(browser, serve_stack.base_url + "/")
     with httpx.Client(base_url=serve_stack.base_url, timeout=120) as http:
         try:
@@ -163,7 +157,7 @@ def test_playground_ranks_like_the_api_in_chromium(browser, serve_stack, tmp_pat
             assert pg.page.is_hidden("#key-row")  # no keys on this app
             for name in EXAMPLES:
                 _check_example(pg, http, name, tmp_path)
-            pg.expect_clean(allowed=allowed)
+            pg.expect_clean()
 
             # Ranked once by the page and once by the test: the second click is all from the cache.
             _, answer = pg.rank()
@@ -186,26 +180,44 @@ def test_playground_ranks_like_the_api_in_chromium(browser, serve_stack, tmp_pat
             pg.runs += 1
             pg.page.wait_for_function("n => document.getElementById('results').dataset.run === n", arg=str(pg.runs))
             assert "Type a query" in pg.text("#error")
-            pg.expect_clean(allowed=allowed)
+            pg.expect_clean()
         finally:
             pg.close()
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"playground-{n}.png" for n in EXAMPLES)
 
 
-def test_playground_shows_the_fallback_model_under_a_route_prefix(browser, extra_app, tmp_path):
-    """The packaged MiniLM fallback, served at /<name> (no trailing slash: the page finds its API)."""
+def test_playground_with_api_keys_and_the_fallback_model_under_a_route_prefix(browser, extra_app, tmp_path):
+    """Keys on and the packaged MiniLM fallback, served at /<name> (no trailing slash: the page finds its API).
+
+    The page opens without a key, asks for one when the API answers 401 (shown, not swallowed), and
+    with the key shows the FALLBACK banner and ranks like the API.
+    """
     from serve_app.engine.loader import minilm_dir
 
-    app = extra_app("playground-fallback", model_dir=minilm_dir())
-    allowed = (r"status of 404.*/info\)$",) if _info_missing(app.base_url) else ()
+    key = "playground-key-2"
+    app = extra_app("playground-keys", model_dir=minilm_dir(), api_keys=f"playground-key-1,{key}")
+    refused = (r"status of 401",)
     pg = Playground(browser, app.base_url)
-    with httpx.Client(base_url=app.base_url, timeout=120) as http:
+    with httpx.Client(base_url=app.base_url, timeout=120, headers={"Authorization": f"Bearer {key}"}) as http:
         try:
             pg.open()
+            pg.page.wait_for_selector("#key-row", state="visible")
+            assert pg.page.is_hidden("#fallback-banner")  # the model is not known without a key
+
+            pg.page.click("#example-crosslingual")
+            _, answer = pg.rank()
+            assert answer["status"] == 401
+            assert "HTTP 401" in pg.text("#error") and "API key" in pg.text("#error")
+            pg.expect_clean(allowed=refused)
+
+            pg.page.fill("#api-key", key)
+            pg.page.press("#api-key", "Tab")  # change: the page asks /info again, with the key
             pg.page.wait_for_selector("#fallback-banner", state="visible")
             banner = pg.text("#fallback-banner")
             assert "FALLBACK MODEL" in banner and "RERANK_MODEL" in banner, banner
+            info = http.get("/info").json()
+            assert info["fallback"] is True and info["model"] in pg.text("#model-name")
             _check_example(pg, http, "crosslingual", tmp_path)
-            pg.expect_clean(allowed=allowed)
+            pg.expect_clean()
         finally:
             pg.close()
