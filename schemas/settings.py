@@ -513,6 +513,33 @@ class WorkerSettings(Section):
     )
 
 
+class TracingSettings(Section):
+    """OpenTelemetry traces of both doors (serve_app/tracing.py); off unless an endpoint is configured."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description=(
+            "OTLP/HTTP base URL of a trace collector (e.g. http://collector:4318; spans go to <url>/v1/traces). "
+            "Unset = the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; none of them "
+            "= no tracing (no-op tracer; traceparent headers are still passed on)."
+        ),
+    )
+    service_name: str = Field("rerank-stream", min_length=1, description="service.name of the exported spans.")
+    sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded; a job or request with a traceparent follows its sampled flag.",
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v.strip()):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://collector:4318")
+        return None if v is None else v.strip()
+
+
 class Settings(BaseModel):
     """All configuration of rerank-stream."""
 
@@ -524,6 +551,7 @@ class Settings(BaseModel):
     serve: ServeSettings = ServeSettings()
     limits: LimitsSettings = LimitsSettings()
     worker: WorkerSettings = WorkerSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @field_validator("worker")
     @classmethod

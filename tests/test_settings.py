@@ -250,7 +250,7 @@ def test_unknown_key_in_file_is_an_error(tmp_path):
     [
         ("redis: [\n", "invalid YAML at line 2, column 1"),
         ("redis:\n  ttl_s: 1\n bad: 2\n", "invalid YAML at line 3"),
-        ("- kafka\n", "must be a mapping of sections (kafka, redis, model, serve, limits, worker), not list"),
+        ("- kafka\n", "must be a mapping of sections (kafka, redis, model, serve, limits, worker, tracing), not list"),
         ("just text\n", "not str"),
         ("serv:\n  max_replicas: 2\n", "unknown section serv (did you mean serve?)"),
         ("1: {}\n", "unknown section 1;"),

@@ -19,8 +19,15 @@ class Publisher:
         self.client = client
         self._on_error = on_error
 
-    def send(self, topic: str, key: str, value: bytes, on_ack: Callable[[], None] | None = None) -> None:
-        future = self.client.send(topic, value=value, key=key.encode("utf-8", "surrogatepass"))
+    def send(
+        self,
+        topic: str,
+        key: str,
+        value: bytes,
+        on_ack: Callable[[], None] | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> None:
+        future = self.client.send(topic, value=value, key=key.encode("utf-8", "surrogatepass"), headers=headers or None)
         if on_ack is not None:
             future.add_callback(lambda _metadata: on_ack())
         future.add_errback(self._failed)

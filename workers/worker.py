@@ -21,13 +21,14 @@ from typing import Any
 
 from schemas.messages import RerankResult
 from schemas.settings import Settings
+from serve_app import tracing
 from serve_app.scoring import ScoreCache, ScoreClient, ScoringCore
 from workers import metrics
 from workers.checkpoint import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
 from workers.consumer import TP, JobConsumer, Record
 from workers.dead_letters import build_dead_letter
 from workers.decode import Rejection, internal_error
-from workers.headers import redrive_mark
+from workers.headers import JobTrace, redrive_mark
 from workers.processing import Admitted, JobProcessor, Outcome
 from workers.producer import Publisher
 
@@ -55,6 +56,7 @@ class Worker:
         prepare_topics: Callable[[], object] | None = None,
     ):
         self.settings = settings
+        tracing.configure(settings.tracing, "worker")  # OTLP export when an endpoint is configured
         self.worker_id = worker_id or settings.worker.worker_id or default_worker_id()
         self.group_id = group_id or settings.kafka.group_id
         self.cache = (
@@ -62,7 +64,10 @@ class Worker:
         )
         metrics.track_cache(self.cache)
         self.processor = JobProcessor(
-            settings, client, ScoringCore(self.cache, settings.worker.chunk_documents), self.worker_id
+            settings,
+            tracing.TracedScoreClient(client),
+            ScoringCore(self.cache, settings.worker.chunk_documents),
+            self.worker_id,
         )
         self._consumer_factory = consumer_factory or self._kafka_consumer
         self._producer_factory = producer_factory or self._kafka_producer
@@ -117,42 +122,51 @@ class Worker:
     def _handle(self, records: list[Record]) -> None:
         """Decode a poll's records, look all jobs up at once, publish what is ready, queue the rest."""
         assert self.checkpoint is not None
-        jobs = []
+        jobs, traces = [], []
         for rec in records:
             self.checkpoint.started(rec.tp, rec.offset)
             self._count("consumed")
             metrics.CONSUMED.labels(self._feed(rec.topic)).inc()
-            outcome = self._guarded(rec, partial(self.processor.decode, rec.value, rec.topic))
+            trace = JobTrace(rec.topic, rec.partition, rec.offset, rec.headers)
+            with trace.step("rerank.decode"):
+                outcome = self._guarded(rec, partial(self.processor.decode, rec.value, rec.topic))
             if isinstance(outcome, Rejection):
-                self._publish(rec, outcome)
+                self._publish(rec, outcome, trace)
             else:
                 jobs.append((rec, outcome))
+                traces.append(trace)
         if not jobs:
             return
+        started_ns = time.time_ns()
         try:
             admitted = self.processor.admit([job for _, job in jobs])
         except Exception as exc:
             log.exception("cache lookup of %d jobs failed", len(jobs))
-            for rec, _ in jobs:
-                self._publish(rec, internal_error(exc))
+            for (rec, _), trace in zip(jobs, traces):
+                self._publish(rec, internal_error(exc), trace)
             return
-        for (rec, _), item in zip(jobs, admitted):
+        ended_ns = time.time_ns()
+        for (rec, _), item, trace in zip(jobs, admitted, traces):
+            trace.record("rerank.cache_lookup", started_ns, ended_ns, hits=item.lookup.hits, jobs=len(jobs))
             metrics.CACHE_HITS.inc(item.lookup.hits)
             metrics.CACHE_MISSES.inc(len(item.lookup.missed))
             if not item.lookup.missed:
-                self._publish(rec, self._guarded(rec, partial(self.processor.finish, item)))
+                self._publish(rec, self._guarded(rec, partial(self.processor.finish, item)), trace)
                 continue
             with self._queued_lock:
                 self._queued += 1
             metrics.IN_FLIGHT.inc()
-            self._pool.submit(self._score, rec, item)
+            self._pool.submit(self._score, rec, item, trace)
 
-    def _score(self, rec: Record, item: Admitted) -> None:
+    def _score(self, rec: Record, item: Admitted, trace: JobTrace) -> None:
         """Pool thread: score one job's misses, publish its outcome (None = stopping: redelivered)."""
         try:
-            outcome = self._guarded(rec, partial(self.processor.finish, item, self.stop_event))
+            with trace.activated():  # the scoring core's spans (rerank.score) join the job's trace
+                outcome = self._guarded(rec, partial(self.processor.finish, item, self.stop_event))
             if outcome is not None:
-                self._publish(rec, outcome)
+                self._publish(rec, outcome, trace)
+            else:
+                trace.end()
         except BaseException as exc:  # noqa: BLE001 - publishing itself failed: not the record's fault
             self.fatal = exc
         finally:
@@ -171,13 +185,23 @@ class Worker:
 
     # -- publishing (any thread) ------------------------------------------------------------------
 
-    def _publish(self, rec: Record, outcome: Outcome) -> None:
+    def _publish(self, rec: Record, outcome: Outcome, trace: JobTrace) -> None:
+        """Result or dead letter, carrying the record's headers and the trace context of its publish span."""
         assert self.publisher is not None and self.checkpoint is not None
         k = self.settings.kafka
-        on_ack = self.checkpoint.on_publish(rec.tp, rec.offset)
+        topic = k.results_topic if isinstance(outcome, RerankResult) else k.dlq_topic
+        span, headers = trace.publish(topic)
+        trace.end()
+        committed = self.checkpoint.on_publish(rec.tp, rec.offset)
+
+        def on_ack() -> None:
+            span.end()
+            if committed is not None:
+                committed()
+
         feed = self._feed(rec.topic)
         if isinstance(outcome, RerankResult):
-            self.publisher.send(k.results_topic, outcome.job_id, outcome.model_dump_json().encode(), on_ack)
+            self.publisher.send(topic, outcome.job_id, outcome.model_dump_json().encode(), on_ack, headers)
             self._count("results")
             metrics.PUBLISHED.labels(outcome.feed).inc()
             metrics.JOB_LATENCY.observe(outcome.timings.total_ms / 1000)
@@ -195,7 +219,7 @@ class Worker:
             redrive_count=mark.count,
             redrive_from=mark.source,
         )
-        self.publisher.send(k.dlq_topic, key, value, on_ack)
+        self.publisher.send(topic, key, value, on_ack, headers)
         self._count("dead_letters")
         metrics.DEAD_LETTERED.labels(feed, outcome.kind.value).inc()
         log.info(
@@ -271,6 +295,7 @@ class Worker:
             if self.publisher is not None:
                 self.publisher.close(timeout=10)
             self.cache.close()
+        tracing.flush()
         log.info("worker %s stopped: %s, cache %s", self.worker_id, self.counts, self.cache.stats)
 
     def _report_lag(self) -> None:

@@ -41,18 +41,24 @@ class FakeConsumer:
         self.closed = False
 
     # -- test controls ----------------------------------------------------------------------------
-    def add(self, topic: str, value: bytes | None, partition: int = 0, key: bytes | None = None) -> int:
+    def add(
+        self, topic: str, value: bytes | None, partition: int = 0, key: bytes | None = None, headers: list | None = None
+    ) -> int:
         with self.lock:
             tp = TopicPartition(topic, partition)
             offset = len(self.logs[tp])
-            self.logs[tp].append(FakeRecord(topic, partition, offset, key, value))
+            self.logs[tp].append(FakeRecord(topic, partition, offset, key, value, list(headers or [])))
             return offset
 
-    def revoke(self, tps: set[TopicPartition]) -> None:
-        """A rebalance takes partitions away (the listener runs as kafka-python would run it)."""
-        self.listener.on_partitions_revoked(tps)
+    def revoke(self, tps: set[TopicPartition], cooperative: bool = False) -> None:
+        """A rebalance takes partitions away (the listener runs as kafka-python would run it: eager
+        before the assignment changes, cooperative after)."""
+        if not cooperative:
+            self.listener.on_partitions_revoked(tps)
         with self.lock:
             self._assigned -= tps
+        if cooperative:
+            self.listener.on_partitions_revoked(tps)
 
     def committed(self, tp: TopicPartition) -> int | None:
         found = [c[tp] for c in self.commits if tp in c]
@@ -152,14 +158,16 @@ class FakeProducer:
         self.lock = threading.Lock()
         self.hold = hold
         self.sent: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
+        self.headers: list[list | None] = []  # headers of each send, same order as sent
         self.pending: list[FakeFuture] = []
         self.events: list[Any] = []  # transactional calls and sends, in order
         self.closed = False
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> FakeFuture:
+    def send(self, topic: str, value: bytes, key: bytes | None = None, headers: list | None = None) -> FakeFuture:
         fut = FakeFuture()
         with self.lock:
             self.sent.append((topic, key, value))
+            self.headers.append(headers)
             self.events.append(("send", topic))
             self.pending.append(fut)
         if not self.hold:
