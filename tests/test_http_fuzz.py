@@ -1,8 +1,9 @@
 """Fuzz of the HTTP door: whatever the body, the API answers below 500, and every error is ``ErrorBody``.
 
 Hypothesis sends arbitrary JSON values, mutated valid bodies (keys dropped, replaced or added, wrong
-types, lone surrogates, huge strings, deep nesting), random bytes and odd content types to both rerank
-routes of the real Serve app (``serve_stack``, tiny Qwen3). Valid-shaped bodies stay small (1 to 3
+types, lone surrogates, huge strings, deep nesting), random bytes and odd content types to every POST
+route of the real Serve app (``serve_stack``, tiny Qwen3): Cohere/Jina/vLLM bodies on ``/v1/rerank`` and
+``/v2/rerank``, TEI and Cohere bodies on ``/rerank``, vLLM bodies on ``/score``. Valid-shaped bodies stay small (1 to 3
 short documents) so the whole file runs in well under a minute on two cores. The body decoder is also
 fuzzed in-process, where thousands of inputs cost nothing.
 """
@@ -50,6 +51,11 @@ HUGE_SIZES = st.sampled_from([4001, 20_000, 70_000, 1_000_000])
 DEPTHS = st.one_of(st.integers(1, 20_000), st.sampled_from([63, 64, 65, 10_000]))
 _HOLE = "\x00HOLE\x00"  # a placeholder value whose JSON text is replaced by raw (e.g. deeply nested) text
 
+LONG_DOCUMENT_OPTIONS = {  # every scoring body takes them (schemas.http.ScoringOptions)
+    "truncation_direction": st.sampled_from(["left", "right", "Left", "Right"]),
+    "max_tokens_per_doc": st.integers(1, 64),
+    "long_documents": st.sampled_from(["truncate", "chunk"]),
+}
 V1_BODIES = st.fixed_dictionaries(
     {
         "query": CLEAN_TEXT,
@@ -60,6 +66,7 @@ V1_BODIES = st.fixed_dictionaries(
         "return_documents": st.booleans(),
         "instruction": CLEAN_TEXT,
         "max_chunks_per_doc": st.integers(1, 9),  # an extra field peer clients send: ignored
+        **LONG_DOCUMENT_OPTIONS,
     },
 )
 TEI_BODIES = st.fixed_dictionaries(
@@ -69,9 +76,29 @@ TEI_BODIES = st.fixed_dictionaries(
         "return_text": st.booleans(),
         "truncate": st.booleans(),
         "instruction": CLEAN_TEXT,
+        **LONG_DOCUMENT_OPTIONS,
     },
 )
+SCORE_BODIES = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "text_1": CLEAN_TEXT | st.lists(CLEAN_TEXT, min_size=1, max_size=1),
+            "text_2": CLEAN_TEXT | st.lists(CLEAN_TEXT, min_size=1, max_size=3),
+        },
+        optional={"instruction": CLEAN_TEXT, **LONG_DOCUMENT_OPTIONS},
+    ),
+    st.integers(1, 3).flatmap(  # N:N pairs
+        lambda n: st.fixed_dictionaries(
+            {
+                "text_1": st.lists(CLEAN_TEXT, min_size=n, max_size=n),
+                "text_2": st.lists(CLEAN_TEXT, min_size=n, max_size=n),
+            }
+        )
+    ),
+)
 ROUTES = {"/v1/rerank": V1_BODIES, "/rerank": TEI_BODIES}
+NEW_ROUTES = {"/v2/rerank": V1_BODIES, "/rerank (cohere body)": V1_BODIES, "/score": SCORE_BODIES}
+"""Routes added with the client shapes (fewer examples each: they share the validation of the first two)."""
 
 
 @st.composite
@@ -144,7 +171,7 @@ def _raw_bytes(draw, valid: st.SearchStrategy[dict]) -> tuple[bytes, str | None]
 
 
 def _requests(path: str) -> st.SearchStrategy[tuple[bytes, str | None]]:
-    valid = ROUTES[path]
+    valid = {**ROUTES, **NEW_ROUTES}[path]
     return st.one_of(_mutated(valid), _arbitrary_json(), _raw_bytes(valid))
 
 
@@ -164,9 +191,12 @@ def _assert_answer(r: httpx.Response, path: str) -> None:
         assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], body
         assert set(body) <= {"error", "limit", "detail"}, body
         assert isinstance(body.get("limit", ""), str)
-    elif path == "/rerank":
-        assert r.status_code == 200 and isinstance(body, list) and body
-        assert all(set(x) <= {"index", "score", "text"} for x in body)
+    elif path == "/rerank" and isinstance(body, list):
+        assert r.status_code == 200 and body
+        assert all(set(x) <= {"index", "score", "text", "chunk"} for x in body)
+    elif path == "/score":
+        assert r.status_code == 200 and body["object"] == "list" and body["data"]
+        assert [d["index"] for d in body["data"]] == list(range(len(body["data"])))
     else:
         assert r.status_code == 200 and isinstance(body["results"], list) and body["results"]
 
@@ -188,11 +218,20 @@ def test_fuzz_tei_rerank(http, request):
     _assert_answer(_post(http, "/rerank", *request), "/rerank")
 
 
-@settings(FUZZ, max_examples=40)
-@given(path=st.sampled_from(sorted(ROUTES)), data=st.data())
-def test_valid_bodies_always_score(http, path, data):
+@settings(FUZZ, max_examples=60)
+@pytest.mark.parametrize("route", sorted(NEW_ROUTES))
+@given(data=st.data())
+def test_fuzz_client_routes(http, route, data):
+    path = route.split(" ")[0]
+    _assert_answer(_post(http, path, *data.draw(_requests(route))), path)
+
+
+@settings(FUZZ, max_examples=60)
+@given(route=st.sampled_from(sorted({**ROUTES, **NEW_ROUTES})), data=st.data())
+def test_valid_bodies_always_score(http, route, data):
     """The other side of the boundary: any well-formed body (any Unicode but surrogates, NUL too) is a 200."""
-    body = data.draw(ROUTES[path])
+    path = route.split(" ")[0]
+    body = data.draw({**ROUTES, **NEW_ROUTES}[route])
     r = _post(http, path, _serialize(data.draw, body), "application/json")
     assert r.status_code == 200, r.text[:500]
     _assert_answer(r, path)

@@ -7,7 +7,7 @@
   so a transaction holds exactly the results of the offsets it commits.
 
 The worker calls ``started`` per record, ``on_publish`` per send, ``commit`` on its interval,
-``on_revoked`` from the rebalance callback and ``close`` once. See docs/architecture.md.
+``on_revoked`` / ``on_lost`` from the rebalance callbacks and ``close`` once. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class Checkpoint(Protocol):
 
     def on_revoked(self, partitions: set[TP]) -> None: ...
 
+    def on_lost(self, partitions: set[TP]) -> None: ...
+
     def close(self, ok: bool) -> None: ...
 
 
@@ -53,15 +55,21 @@ class _Base:
     def started(self, tp: TP, offset: int) -> None:
         self.tracker.start(tp, offset)
 
-    def _positions(self) -> dict[TP, int]:
-        """Advanced commit positions of partitions this member still owns."""
-        owned = self.consumer.assignment()
+    def _positions(self, leaving: set[TP] | frozenset[TP] = frozenset()) -> dict[TP, int]:
+        """Advanced commit positions of partitions this member owns, or is giving up right now
+        (a cooperative rebalance drops them from the assignment before the revocation callback)."""
+        owned = self.consumer.assignment() | set(leaving)
         return {k: v for k, v in self.tracker.to_commit().items() if k in owned}
 
-    def _await_in_flight(self) -> None:
+    def _await_in_flight(self, partitions: set[TP]) -> None:
+        """Up to REVOKE_GRACE_S for the jobs of ``partitions`` to be published; never raises (a slow
+        broker ack makes ``flush`` time out: that must not end the loop, see JobConsumer.subscribe)."""
         deadline = time.monotonic() + REVOKE_GRACE_S
-        while self.tracker.in_flight() and time.monotonic() < deadline:
-            self.publisher.flush(timeout=1)
+        while self.tracker.in_flight(partitions) and (left := deadline - time.monotonic()) > 0:
+            try:
+                self.publisher.flush(timeout=min(1.0, left))
+            except Exception:  # noqa: BLE001 - e.g. KafkaTimeoutError: keep waiting until the deadline
+                pass
             time.sleep(0.02)
 
 
@@ -72,8 +80,8 @@ class AtLeastOnceCheckpoint(_Base):
     def on_publish(self, tp: TP, offset: int) -> Callable[[], None]:
         return lambda: self.tracker.done(tp, offset)
 
-    def commit(self, in_callback: bool = False) -> None:
-        positions = self._positions()
+    def commit(self, in_callback: bool = False, leaving: set[TP] | frozenset[TP] = frozenset()) -> None:
+        positions = self._positions(leaving)
         if not positions:
             return
         try:
@@ -86,8 +94,12 @@ class AtLeastOnceCheckpoint(_Base):
         """Before losing partitions: let in-flight jobs finish briefly, commit what is done, forget.
         Whatever is still unfinished is redelivered to the next owner."""
         if not self.closing:
-            self._await_in_flight()
-            self.commit(in_callback=True)
+            self._await_in_flight(partitions)
+            self.commit(in_callback=True, leaving=partitions)
+        self.tracker.forget(partitions)
+
+    def on_lost(self, partitions: set[TP]) -> None:
+        """Evicted (session expired, fenced): a commit would be refused; the new owner redoes the rest."""
         self.tracker.forget(partitions)
 
     def close(self, ok: bool) -> None:
@@ -110,10 +122,10 @@ class TransactionalCheckpoint(_Base):
         self.tracker.done(tp, offset)  # visible only when the transaction holding it commits
         return None
 
-    def commit(self, reopen: bool = True) -> None:
+    def commit(self, reopen: bool = True, leaving: set[TP] | frozenset[TP] = frozenset()) -> None:
         if not self._drain():
             return
-        positions = self._positions()
+        positions = self._positions(leaving)
         self.publisher.commit_transaction(self.consumer.offsets(positions), self.consumer.group_metadata())
         self.tracker.mark_committed(positions)
         if reopen:
@@ -121,8 +133,18 @@ class TransactionalCheckpoint(_Base):
 
     def on_revoked(self, partitions: set[TP]) -> None:
         if not self.closing:
-            self.commit()
+            self.commit(leaving=partitions)
         self.tracker.forget(partitions)
+
+    def on_lost(self, partitions: set[TP]) -> None:
+        """Evicted: the open transaction cannot commit these offsets any more; abort it (its results stay
+        invisible, the new owner redelivers them) and carry on with a fresh one."""
+        if self.closing:
+            return
+        self._drain()
+        self.publisher.abort()
+        self.tracker.forget(partitions)
+        self.publisher.begin()
 
     def close(self, ok: bool) -> None:
         if ok:

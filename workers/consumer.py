@@ -49,14 +49,33 @@ class JobConsumer:
         self.paused = False
 
     def subscribe(
-        self, topics: list[str], on_assigned: Callable[[set[TP]], None], on_revoked: Callable[[set[TP]], None]
+        self,
+        topics: list[str],
+        on_assigned: Callable[[set[TP]], None],
+        on_revoked: Callable[[set[TP]], None],
+        on_lost: Callable[[set[TP]], None] | None = None,
     ) -> None:
+        """Cooperative rebalances pass only the partitions that move; eager ones pass everything.
+
+        A callback never raises into kafka-python: it would re-raise from ``poll()`` and end the worker
+        loop, leaving a member that lost its partitions idle (issue 12). Failures are logged instead.
+        """
+
+        def guarded(what: str, callback: Callable[[set[TP]], None], tps: Iterable[TopicPartition]) -> None:
+            try:
+                callback({(tp.topic, tp.partition) for tp in tps})
+            except Exception:
+                log.exception("rebalance callback (%s) failed; the consumer keeps going", what)
+
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-                on_revoked({(tp.topic, tp.partition) for tp in revoked})
+                guarded("revoked", on_revoked, revoked)
 
             def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-                on_assigned({(tp.topic, tp.partition) for tp in assigned})
+                guarded("assigned", on_assigned, assigned)
+
+            def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+                guarded("lost", on_lost or on_revoked, lost)
 
         self.client.subscribe(topics, listener=Listener())
 

@@ -15,7 +15,24 @@ def missing_codecs() -> list[str]:
     return [name for name, ok in have.items() if not ok]
 
 
-def make_consumer(settings: Settings, *, group_id: str | None = None, **overrides: Any):
+def assignor(name: str) -> Any:
+    """A fresh kafka-python assignor instance for ``kafka.assignor`` (each consumer owns its sticky state)."""
+    from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    kinds = {
+        "cooperative-sticky": CooperativeStickyAssignor,
+        "range": RangePartitionAssignor,
+        "roundrobin": RoundRobinPartitionAssignor,
+    }
+    return kinds[name]()
+
+
+def make_consumer(
+    settings: Settings, *, group_id: str | None = None, group_instance_id: str | None = None, **overrides: Any
+):
+    """The workers' group consumer (manual commits, read_committed); ``group_instance_id`` = static member."""
     from kafka import KafkaConsumer
 
     # Producers choose the codec, not us: fail at start-up rather than with UnsupportedCodecError mid-stream.
@@ -30,8 +47,13 @@ def make_consumer(settings: Settings, *, group_id: str | None = None, **override
         enable_auto_commit=False,  # offsets are committed only after results are acknowledged
         auto_offset_reset="earliest",
         max_poll_records=settings.worker.poll_max_records,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        group_instance_id=group_instance_id,
+        partition_assignment_strategy=[assignor(settings.kafka.assignor)],
+        session_timeout_ms=settings.kafka.session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
+        # = the rebalance timeout: how long a rebalance waits for a live member to rejoin. The loop polls
+        # every 100 ms (paused partitions included) and a revocation waits at most 3 s: 30 s is ample.
+        max_poll_interval_ms=30_000,
         isolation_level="read_committed",
         metadata_max_age_ms=10_000,  # notice new topics / partitions (and rebalance) within 10 s
     )
@@ -57,3 +79,16 @@ def make_admin(settings: Settings, **overrides: Any):
     from kafka import KafkaAdminClient
 
     return KafkaAdminClient(**dict(settings.kafka.client_options(), **overrides))
+
+
+def leave_group(settings: Settings, group_id: str, group_instance_id: str) -> None:
+    """Remove a static member from its group now. A static member's close() never leaves the group (a
+    restart is expected), so one that leaves for good (scale-down) must be removed, or its partitions
+    wait out the session timeout."""
+    from kafka.admin import MemberToRemove
+
+    admin = make_admin(settings)
+    try:
+        admin.remove_group_members(group_id, [MemberToRemove(group_instance_id=group_instance_id)])
+    finally:
+        admin.close()

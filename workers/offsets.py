@@ -67,9 +67,11 @@ class OffsetTracker:
                 if part is not None:
                     part.committed = max(part.committed, pos)
 
-    def in_flight(self) -> int:
+    def in_flight(self, partitions: Iterable[Key] | None = None) -> int:
+        """Unfinished offsets, of every partition or only of ``partitions``."""
         with self._lock:
-            return sum(len(p.pending) for p in self._parts.values())
+            keys = self._parts.keys() if partitions is None else set(partitions) & self._parts.keys()
+            return sum(len(self._parts[k].pending) for k in keys)
 
     def forget(self, partitions: Iterable[Key]) -> None:
         """Partitions were revoked: drop their state (unfinished work is redelivered to the new owner)."""

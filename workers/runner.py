@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -128,8 +129,19 @@ def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
 
             s = Settings.model_validate_json(settings_json)
             self.worker = Worker(s, make_client(s), group_id=group_id, worker_id=f"{default_worker_id()}#{index}")
-            self.thread = threading.Thread(target=self.worker.run, daemon=True)
+            self.thread = threading.Thread(target=self._run, daemon=True)
             self.thread.start()
+
+        def _run(self) -> None:
+            """A loop that ends on its own (an error) takes the actor down, so Ray restarts it: an actor
+            alive around a dead loop would hold no partitions and do nothing, silently (issue 12)."""
+            try:
+                failed = self.worker.run() != 0
+            except BaseException:
+                log.exception("worker loop of %s failed", self.worker.worker_id)
+                failed = True
+            if failed and not self.worker.stop_event.is_set():
+                os._exit(1)
 
         def stop(self) -> dict:
             self.worker.stop()
