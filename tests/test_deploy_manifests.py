@@ -19,20 +19,17 @@ from ray.serve.schema import ServeDeploySchema
 
 from deploy import generate, manifests
 from deploy.manifests import CONFIG_MAP_FILE, CONSUMERS_FILE, RAYSERVICE_FILE, consumer_bounds, consumers, worker_groups
-from schemas.settings import Settings, env_var, known_env_vars, load_settings
+from schemas.settings import Settings, env_var, load_settings
 from serve_app.app import SERVE_CONFIG, serve_config
+from tests.support.manifest_docs import env_entries, mappings, unknown_settings, yaml_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes these manifests claim to fit (KEDA 2.1x, KubeRay 1.x run there)
 SECRET_VARS = {env_var(ref.section, ref.field) for ref in manifests.SECRET_REFS}
 
 
-def _docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
 def _rayservice() -> dict[str, Any]:
-    return _docs(RAYSERVICE_FILE)[0]
+    return yaml_docs(RAYSERVICE_FILE)[0]
 
 
 def _serve_config_v2() -> dict[str, Any]:
@@ -40,23 +37,7 @@ def _serve_config_v2() -> dict[str, Any]:
 
 
 def _k8s_docs() -> list[dict[str, Any]]:
-    return [d for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) for d in _docs(path)]
-
-
-def _walk(node: Any):
-    """Every mapping inside a document."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
-def _env_entries(node: dict[str, Any]) -> list[dict[str, Any]]:
-    env = node.get("env")
-    return env if isinstance(env, list) else []
+    return [d for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) for d in yaml_docs(path)]
 
 
 def _settings(**env: str) -> Settings:
@@ -202,7 +183,7 @@ def _scaled_object(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_scaled_object_takes_its_numbers_from_the_settings():
     s = manifests.k8s_settings()
-    docs = _docs(CONSUMERS_FILE)
+    docs = yaml_docs(CONSUMERS_FILE)
     so = _scaled_object(docs)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     assert so["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
@@ -287,7 +268,7 @@ def test_every_deploy_file_parses():
         if path.suffix == ".json":
             json.loads(path.read_text())
         else:
-            assert _docs(path), f"{path} holds no YAML document"
+            assert yaml_docs(path), f"{path} holds no YAML document"
 
 
 def _pod_templates(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -327,15 +308,8 @@ def env_names_set_by(docs: list[dict[str, Any]]) -> set[str]:
     for doc in docs:
         if doc.get("kind") == "ConfigMap":
             names |= set(doc.get("data") or {})
-        names |= {entry["name"] for node in _walk(doc) for entry in _env_entries(node)}
+        names |= {entry["name"] for node in mappings(doc) for entry in env_entries(node)}
     return names
-
-
-def unknown_settings(names: set[str]) -> list[str]:
-    """Names that look like rerank-stream settings but are not (the settings module's env mapping decides)."""
-    known = known_env_vars()
-    ours = {n for n in names if n.startswith("RERANK_") or n in known}
-    return sorted(ours - known)
 
 
 def test_every_variable_the_manifests_set_is_a_setting():
@@ -351,9 +325,15 @@ def test_secrets_are_referenced_never_inlined():
     config_map = next(d for d in docs if d["kind"] == "ConfigMap")
     assert not SECRET_VARS & set(config_map["data"]), "secrets belong in the Secret, not the ConfigMap"
     refs = [
-        entry for doc in docs for node in _walk(doc) for entry in _env_entries(node) if entry["name"] in SECRET_VARS
+        entry for doc in docs for node in mappings(doc) for entry in env_entries(node) if entry["name"] in SECRET_VARS
     ]
     for entry in refs:
         assert "value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"] == manifests.SECRET, entry
     # Ray head + GPU workers: Redis URL, SASL user and password, API keys; consumers: all but the API keys
     assert len(refs) == 2 * 4 + 3
+
+
+def test_kustomization_applies_every_manifest():
+    kustomization = yaml_docs(ROOT / "deploy" / "k8s" / "kustomization.yaml")[0]
+    others = sorted(p.name for p in (ROOT / "deploy" / "k8s").glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == others
