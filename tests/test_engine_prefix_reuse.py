@@ -35,9 +35,8 @@ def _tokens_run(engine, requests, reuse: bool) -> tuple[list[list[float]], int]:
     runner = engine._scorer.runner
     runner.prefix_reuse = reuse
     seen: list[int] = []
-    hook = runner.base.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True
-    )
+    # every pass (lean or generic forward) starts by embedding its input ids
+    hook = runner.base.embed_tokens.register_forward_pre_hook(lambda m, args: seen.append(args[0].numel()))
     try:
         return engine.score_many(REQUESTS), sum(seen)
     finally:
@@ -61,3 +60,24 @@ def test_seq_cls_prefix_reuse_matches_no_reuse(seq_cls_engine):
         assert shared >= 16, "the Qwen3 prompt prefix is long enough to reuse"
         saved += shared * (len(seqs) - 1)
     assert tokens_with <= tokens_without - 0.8 * saved, (tokens_with, tokens_without, saved)
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-4), ("bfloat16", 0.25)])
+def test_lean_qwen3_forward_matches_the_generic_forward(tiny_qwen_dir, dtype, tol):
+    """qwen3_stack.py (fused norms, in-place rotary, last layer at the last position only) computes what
+    transformers' Qwen3Model computes, with and without the shared prefix."""
+    engine = load_engine(ModelSettings(model=str(tiny_qwen_dir), max_batch_tokens=256, dtype=dtype))
+    runner = engine._scorer.runner
+    lean = runner.stack
+    assert lean is not None, "a plain Qwen3 stack runs the lean forward"
+    try:
+        for reuse in (True, False):
+            runner.prefix_reuse = reuse
+            runner.stack = lean
+            fast = engine.score_many(REQUESTS)
+            runner.stack = None
+            generic = engine.score_many(REQUESTS)
+            diff = max(abs(a - b) for got, want in zip(fast, generic) for a, b in zip(got, want))
+            assert diff <= tol, (reuse, fast, generic)
+    finally:
+        runner.stack, runner.prefix_reuse = lean, True

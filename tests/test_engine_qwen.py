@@ -100,9 +100,8 @@ def test_forward_passes_skip_the_vocabulary_projection_and_padding(tiny_qwen_dir
     lm_head_calls, passes = [], []
     hooks = [
         scorer.model.get_output_embeddings().register_forward_hook(lambda *a: lm_head_calls.append(1)),
-        scorer.base.register_forward_pre_hook(
-            lambda m, args, kwargs: passes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-        ),
+        # every pass (lean or generic forward) starts by embedding its input ids
+        scorer.base.embed_tokens.register_forward_pre_hook(lambda m, args: passes.append(tuple(args[0].shape))),
     ]
     try:
         eng.score("capital of France", DOCS)

@@ -5,7 +5,8 @@ its '-seq-cls' conversions (head = the one-label score layer). Every document of
 the same tokens (system prompt, instruction, query): they are run once, and their KV cache is
 shared by all of the job's documents, which then run only their own tokens. Rows are left-padded,
 so every row's last real token sits at the last position; documents are sorted by length into
-token-budget micro-batches.
+token-budget micro-batches. Plain Qwen3 stacks run the lean forward of qwen3_stack.py; any other
+decoder runs its generic transformers forward with a KV cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from transformers import DynamicCache
 
 from .batching import common_prefix_length, run_micro_batches
 from .kinds import left_padded
+from .qwen3_stack import Qwen3Stack, supports
 
 # Below this many shared tokens (or documents) a separate prefix pass costs more than it saves.
 MIN_SHARED_PREFIX = 16
@@ -35,6 +37,7 @@ class DecoderRunner:
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         self.prefix_reuse = prefix_reuse
+        self.stack = Qwen3Stack(base) if supports(base) else None  # None: the generic forward
 
     def raw_scores(self, jobs: Sequence[list[list[int]]]) -> list[list[float]]:
         out: list[list[float]] = [[0.0] * len(j) for j in jobs]
@@ -61,17 +64,26 @@ class DecoderRunner:
 
     def _forward(self, seqs: list[list[int]]) -> list[float]:
         ids_t, mask_t, pos = left_padded(seqs, self.pad_id, self.device)
+        if self.stack is not None:
+            return self.head(self.stack.last_hidden(ids_t, mask_t, pos))
         hidden = self.base(input_ids=ids_t, attention_mask=mask_t, position_ids=pos, use_cache=False).last_hidden_state
         return self.head(hidden[:, -1])
 
     def _score_with_prefix(self, prefix: list[int], suffixes: list[list[int]]) -> list[float]:
         p = len(prefix)
-        cache = self.base(input_ids=torch.tensor([prefix], device=self.device), use_cache=True).past_key_values
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        prefix_t = torch.tensor([prefix], device=self.device)
+        stack = self.stack
+        if stack is not None:
+            kv = stack.prefix_kv(prefix_t)
+        else:
+            cache = self.base(input_ids=prefix_t, use_cache=True).past_key_values
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
 
         def forward(rows: list[list[int]]) -> list[float]:
             b = len(rows)
             ids_t, mask_t, pos = left_padded(rows, self.pad_id, self.device)
+            if stack is not None:
+                return self.head(stack.last_hidden(ids_t, mask_t, p + pos, kv))
             full_mask = torch.cat([torch.ones(b, p, dtype=mask_t.dtype, device=self.device), mask_t], dim=1)
             rows_kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
             hidden = self.base(
