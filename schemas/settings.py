@@ -225,6 +225,36 @@ class KafkaSettings(Section):
         ),
     )
 
+    static_membership: bool = Field(
+        True,
+        description=(
+            "Join as a static member (group.instance.id = the worker's stable id: worker.worker_id, or the consumer "
+            "replica's slot) so a restart within session_timeout_ms gets its partitions back without a rebalance. "
+            "Workers without a stable id join as dynamic members."
+        ),
+    )
+    assignor: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
+        "cooperative-sticky",
+        description=(
+            "Partition assignor. cooperative-sticky (KIP-429) moves only the partitions that change owner; the "
+            "other members keep consuming. range / roundrobin are eager: every member stops during a rebalance."
+        ),
+    )
+    session_timeout_ms: int = Field(
+        15_000,
+        ge=6_000,
+        le=300_000,
+        description=(
+            "Consumer session timeout: a silent member's partitions move after this long, and a restarted static "
+            "member that returns within it keeps them without a rebalance (15 s: a Serve replica restart here takes 5-10 s)."
+        ),
+    )
+    heartbeat_interval_ms: int = Field(
+        1_000,
+        ge=100,
+        description="Consumer heartbeat interval; at most a third of kafka.session_timeout_ms.",
+    )
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _bootstrap(cls, v: str) -> str:
@@ -560,6 +590,17 @@ class Settings(BaseModel):
             raise ValueError(
                 f"worker.min_consumers ({env_var('worker', 'min_consumers')}) = {v.min_consumers} exceeds "
                 f"worker.max_consumers ({env_var('worker', 'max_consumers')}) = {v.max_consumers}"
+            )
+        return v
+
+    @field_validator("kafka")
+    @classmethod
+    def _heartbeat(cls, v: KafkaSettings) -> KafkaSettings:
+        if 3 * v.heartbeat_interval_ms > v.session_timeout_ms:
+            raise ValueError(
+                f"kafka.heartbeat_interval_ms ({env_var('kafka', 'heartbeat_interval_ms')}) = {v.heartbeat_interval_ms}"
+                f" exceeds a third of kafka.session_timeout_ms ({env_var('kafka', 'session_timeout_ms')}) = "
+                f"{v.session_timeout_ms}"
             )
         return v
 

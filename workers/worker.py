@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -42,6 +43,11 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def instance_id_for(worker_id: str) -> str:
+    """A stable worker id as a Kafka ``group.instance.id`` (ASCII letters, digits, '.', '_', '-'; <= 249)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", worker_id)[:249].strip(".") or "worker"
+
+
 class Worker:
     def __init__(
         self,
@@ -54,11 +60,17 @@ class Worker:
         consumer_factory: ConsumerFactory | None = None,
         producer_factory: ProducerFactory | None = None,
         prepare_topics: Callable[[], object] | None = None,
+        instance_id: str | None = None,
     ):
         self.settings = settings
         tracing.configure(settings.tracing, "worker")  # OTLP export when an endpoint is configured
         self.worker_id = worker_id or settings.worker.worker_id or default_worker_id()
         self.group_id = group_id or settings.kafka.group_id
+        # Static membership needs an id that survives a restart: the caller's (a consumer replica's
+        # slot) or worker.worker_id when it names this worker; host:pid is not stable -> dynamic member.
+        if instance_id is None and worker_id is None and settings.worker.worker_id:
+            instance_id = settings.worker.worker_id
+        self.instance_id = instance_id_for(instance_id) if instance_id and settings.kafka.static_membership else None
         self.cache = (
             cache if cache is not None else ScoreCache(settings.redis, log_interval_s=settings.worker.log_interval_s)
         )
@@ -73,6 +85,7 @@ class Worker:
         self._producer_factory = producer_factory or self._kafka_producer
         self._prepare_topics = prepare_topics or self._ensure_topics
         self.stop_event = threading.Event()
+        self.leave_group = False
         self.fatal: BaseException | None = None
         self.assignment: frozenset[TP] = frozenset()
         self.counts = {"consumed": 0, "results": 0, "dead_letters": 0}
@@ -85,7 +98,10 @@ class Worker:
         self.publisher: Publisher | None = None
         self.checkpoint: Checkpoint | None = None
 
-    def stop(self) -> None:
+    def stop(self, leave_group: bool = False) -> None:
+        """Finish in-flight jobs, commit, close. ``leave_group``: this member goes for good (scale-down),
+        so a static member is removed from the group at once instead of after the session timeout."""
+        self.leave_group = self.leave_group or leave_group
         self.stop_event.set()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -257,16 +273,31 @@ class Worker:
         self.checkpoint.open()
         topics = self.settings.kafka.input_topics
         self.consumer.wait_for_metadata(topics)
-        self.consumer.subscribe(topics, self._on_assigned, self._on_revoked)
-        log.info("worker %s consuming %s (group %s)", self.worker_id, topics, self.group_id)
+        self.consumer.subscribe(topics, self._on_assigned, self._on_revoked, self._on_lost)
+        member = f"static member {self.instance_id}" if self.instance_id else "dynamic member"
+        log.info("worker %s consuming %s (group %s, %s)", self.worker_id, topics, self.group_id, member)
 
     def _on_assigned(self, partitions: set[TP]) -> None:
-        self.assignment = frozenset(partitions)
-        log.info("%s assigned %s", self.worker_id, sorted(partitions))
+        assert self.consumer is not None
+        self.assignment = frozenset(self.consumer.assignment())  # cooperative: ``partitions`` = only the new ones
+        log.info("%s assigned %s (owns %d)", self.worker_id, sorted(partitions), len(self.assignment))
 
     def _on_revoked(self, partitions: set[TP]) -> None:
-        assert self.checkpoint is not None
+        assert self.checkpoint is not None and self.consumer is not None
         self.checkpoint.on_revoked(partitions)
+        self.assignment = frozenset(self.consumer.assignment()) - partitions
+        log.info("%s revoked %s (owns %d)", self.worker_id, sorted(partitions), len(self.assignment))
+
+    def _on_lost(self, partitions: set[TP]) -> None:
+        assert self.checkpoint is not None
+        log.warning(
+            "%s lost %s (evicted from the group: session expired or fenced); the next owner redelivers their"
+            " unfinished jobs",
+            self.worker_id,
+            sorted(partitions),
+        )
+        self.checkpoint.on_lost(partitions)
+        self.assignment = frozenset()
 
     def _apply_backpressure(self) -> None:
         assert self.consumer is not None
@@ -291,12 +322,23 @@ class Worker:
                 self.checkpoint.close(ok=self.fatal is None)
             if self.consumer is not None:
                 self.consumer.close()
+            if self.leave_group and self.instance_id and self.consumer is not None:
+                self._leave_group()
         finally:
             if self.publisher is not None:
                 self.publisher.close(timeout=10)
             self.cache.close()
         tracing.flush()
         log.info("worker %s stopped: %s, cache %s", self.worker_id, self.counts, self.cache.stats)
+
+    def _leave_group(self) -> None:
+        from workers.kafka_io import leave_group
+
+        try:
+            leave_group(self.settings, self.group_id, self.instance_id or "")
+            log.info("%s left group %s (static member %s removed)", self.worker_id, self.group_id, self.instance_id)
+        except Exception as exc:  # noqa: BLE001 - the session timeout removes it anyway
+            log.warning("could not remove static member %s from %s: %r", self.instance_id, self.group_id, exc)
 
     def _report_lag(self) -> None:
         assert self.consumer is not None
@@ -320,7 +362,7 @@ class Worker:
     def _kafka_consumer(self) -> Any:
         from workers.kafka_io import make_consumer
 
-        return make_consumer(self.settings, group_id=self.group_id)
+        return make_consumer(self.settings, group_id=self.group_id, group_instance_id=self.instance_id)
 
     def _kafka_producer(self, transactional_id: str | None) -> Any:
         from workers.kafka_io import make_producer
