@@ -21,6 +21,8 @@ __all__ = [
     "build_tiny_qwen3_seq_cls",
     "build_tiny_seq_cls",
     "build_tiny_bi_encoder",
+    "build_minilm_cross_encoder",
+    "build_bert_base_cross_encoder",
     "training_corpus",
 ]
 
@@ -242,4 +244,49 @@ def build_tiny_bi_encoder(path, *, seed: int = 0) -> Path:
         )
     )
     (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    return path
+
+
+def _with_score_spread(model, seed: int):
+    """A seeded one-label head whose logits spread by O(1) across documents (the default init gives
+    near-constant scores, which would make ranking comparisons between contenders meaningless)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = model.classifier.weight
+        w.copy_(torch.randn(w.shape, generator=gen) * (8.0 / w.shape[1] ** 0.5))
+        model.classifier.bias.zero_()
+    return model
+
+
+def build_minilm_cross_encoder(path, *, seed: int = 0) -> Path:
+    """An ms-marco-MiniLM-L-6-shaped cross-encoder: the packaged all-MiniLM-L6-v2 encoder (6 layers, width
+    384) under a one-label classification head (BertForSequenceClassification), with its tokenizer.
+
+    Trained encoder weights give realistic activations; the head is seeded (no cross-encoder weights
+    ship offline), so scores are deterministic but not relevance judgements.
+    """
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    path = Path(path)
+    config = BertConfig.from_pretrained(minilm_dir())
+    config.num_labels = 1
+    config.architectures = ["BertForSequenceClassification"]
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    model.bert.load_state_dict(BertModel.from_pretrained(minilm_dir()).state_dict())  # encoder and pooler
+    _with_score_spread(model, seed).save_pretrained(path)
+    _copy_minilm_tokenizer(path)
+    return path
+
+
+def build_bert_base_cross_encoder(path, *, seed: int = 0) -> Path:
+    """A BERT-base-sized cross-encoder (12 layers, width 768, 12 heads, like BGE-reranker-base), random
+    weights, the MiniLM WordPiece tokenizer (same 30,522-token vocabulary)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    config = BertConfig(num_labels=1, architectures=["BertForSequenceClassification"])  # type: ignore[call-arg]
+    _with_score_spread(BertForSequenceClassification(config), seed).save_pretrained(path)
+    _copy_minilm_tokenizer(path)
     return path
