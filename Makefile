@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 PYTEST_ARGS ?=
 
-.PHONY: install lock lint test demo manifests services-start services-stop services-status bench-engine bench-serve bench-pipeline bench-codecs load-smoke perf-docs clean
+.PHONY: install lock lint test demo manifests services-start services-stop services-status bench-engine bench-peers bench-serve bench-pipeline bench-codecs load-smoke perf-docs clean
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,11 @@ bench-serve: install
 
 bench-pipeline: install
 	deploy/local/with-services.sh $(PY) -m load_tests.bench_pipeline --quick --save
+
+# The peers are an optional extra: installed here, pinned to requirements.lock where the lock has them.
+bench-peers: install
+	$(PY) -m pip install -q -c requirements.lock -e '.[peers]'
+	$(PY) -m load_tests.bench_peers --quick --save
 
 bench-codecs: install
 	deploy/local/with-services.sh $(PY) -m load_tests.bench_codecs --save
