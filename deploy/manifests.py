@@ -62,7 +62,13 @@ class PodSize:
 HEAD_POD = PodSize(cpus=2, memory="8Gi")
 GPU_POD = PodSize(cpus=4, memory="24Gi", gpus=1)
 CPU_POD = PodSize(cpus=4, memory="8Gi")
-CONSUMER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+CONSUMER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"memory": "3Gi"}}
+# A Ray driver must run on a Ray node: each consumer pod joins the cluster as a node without CPUs (no
+# replica or proxy lands there), then becomes the worker process (PID 1, so SIGTERM drains it).
+CONSUMER_COMMAND = (
+    'ray start --address="$RERANK_SERVE_RAY_ADDRESS" --num-cpus=0 --object-store-memory=100000000 '
+    "&& exec rerank-stream worker"
+)
 
 
 @dataclass(frozen=True)
@@ -331,7 +337,7 @@ def consumers(settings: Settings) -> list[dict[str, Any]]:
     container = {
         "name": "worker",
         "image": image("cpu"),
-        "command": ["rerank-stream", "worker"],
+        "command": ["bash", "-c", CONSUMER_COMMAND],
         "env": [
             *secret_env(settings, ray_pod=False),
             # a stable, unique id per pod: static group membership and exactly-once fencing use it

@@ -167,7 +167,11 @@ def test_compose_file_passes_docker_composes_own_validation():
     assert {"kafka", "redis", "ray-head", "ray-worker", "serve-app", "consumers", "prometheus", "grafana"} == set(
         services
     )
-    assert services["consumers"]["command"] == ["rerank-stream", "worker"]
+    consumer = [part.replace("$$", "$") for part in services["consumers"]["command"]]  # config keeps $$ escaped
+    assert consumer[:2] == ["bash", "-c"] and consumer[2].endswith("&& exec rerank-stream worker")
+    assert "ray start --address=$RERANK_SERVE_RAY_ADDRESS --num-cpus=0" in consumer[2], (
+        "a driver needs a local Ray node"
+    )
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller", "KRaft, no ZooKeeper"
     assert services["serve-app"]["command"][:3] == ["serve", "deploy", "serve_config.yaml"]
     assert {d for d in services["consumers"]["depends_on"]} == {"kafka", "redis", "ray-head"}

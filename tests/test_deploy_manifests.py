@@ -200,7 +200,8 @@ def test_scaled_object_takes_its_numbers_from_the_settings():
     assert meta["allowIdleConsumers"] == "false" and meta["excludePersistentLag"] == "true"
     assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata values are strings"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["rerank-stream", "worker"]
+    assert container["command"][:2] == ["bash", "-c"] and container["command"][2].endswith("exec rerank-stream worker")
+    assert "ray start --address=" in container["command"][2] and "--num-cpus=0" in container["command"][2]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > s.worker.scoring_timeout_s, "a stopping consumer must have time to finish its in-flight jobs"
 
