@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.scoring import LongDocuments, TruncationDirection
 from schemas.text import UnicodeText, find_invalid_json_text
 
 SCHEMA_VERSION = 1
@@ -73,6 +74,23 @@ class RerankJob(WireModel):
         le=INT64_MAX,
         description="Relative deadline: a job still unscored created_at + deadline_ms is dead-lettered.",
     )
+    long_documents: LongDocuments | None = Field(
+        None,
+        description=(
+            "A candidate longer than the model's window: 'truncate' scores one window, 'chunk' scores overlapping "
+            "windows and keeps the best (the result names it). The feed's long_documents when absent."
+        ),
+    )
+    truncation_direction: TruncationDirection = Field(
+        "right", description="Which end of a too-long candidate is read: 'right' keeps the start, 'left' the end."
+    )
+    max_tokens_per_doc: int | None = Field(
+        None,
+        ge=1,
+        le=INT64_MAX,
+        strict=True,  # a JSON integer: true, 3.0 or "3" are mistakes, not caps
+        description="Read at most this many tokens of each candidate (in either mode).",
+    )
 
     @model_validator(mode="after")
     def _unique_candidate_ids(self) -> RerankJob:
@@ -88,6 +106,12 @@ class RankedCandidate(WireModel):
     id: str
     score: float
     rank: int = Field(ge=1)
+    chunk: int | None = Field(
+        None,
+        ge=0,
+        exclude_if=lambda v: v is None,
+        description="Chunk mode only (absent otherwise): index of the candidate's best-scoring window, 0 = its start.",
+    )
 
 
 class ModelRef(WireModel):

@@ -161,10 +161,12 @@ class Section(BaseModel):
 
 
 class FeedSettings(Section):
-    """One input feed: its topic and the instruction used when a job brings none."""
+    """One input feed: its topic, and the instruction and long-document mode used when a job brings none."""
 
     topic: str
     instruction: str
+    # Moderation wants "chunk": a violation near the end of a long text must not score as clean.
+    long_documents: Literal["truncate", "chunk"] = "truncate"
 
 
 DEFAULT_FEEDS: dict[str, FeedSettings] = {
@@ -177,6 +179,7 @@ DEFAULT_FEEDS: dict[str, FeedSettings] = {
         instruction=(
             "Given a content policy, judge whether the text violates the policy and must be flagged for review"
         ),
+        long_documents="chunk",
     ),
 }
 
@@ -190,7 +193,10 @@ class KafkaSettings(Section):
     group_id: str = Field("rerank-workers", description="Consumer group of the workers.")
     feeds: dict[str, FeedSettings] = Field(
         default_factory=lambda: dict(DEFAULT_FEEDS),
-        description="Feeds as JSON: name -> {topic, instruction}. One input topic per feed.",
+        description=(
+            "Feeds as JSON: name -> {topic, instruction, long_documents}. One input topic per feed. long_documents "
+            "(truncate | chunk, default truncate; the built-in moderation feed: chunk) applies to jobs that bring none."
+        ),
     )
     results_topic: str = Field("rerank.results", description="Output topic of ranked results, keyed by job_id.")
     dlq_topic: str = Field("rerank.dlq", description="Dead-letter topic for input that cannot be ranked.")

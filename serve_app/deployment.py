@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
+from schemas.scoring import ScoreResult
 from schemas.settings import Settings
 from serve_app.engine import ModelInfo, ScoreRequest, load_engine
 
@@ -52,12 +53,12 @@ class Reranker:
             torch.get_num_threads(),
         )
 
-    async def score(self, request: ScoreRequest) -> list[float]:
-        """Scores of one job's documents, in input order."""
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        """Scores of one job's documents, in input order (chunk mode: with each one's best window)."""
         return await self._batched(request)
 
     @serve.batch(max_batch_size=_DEFAULT_BATCH, batch_wait_timeout_s=_DEFAULT_WAIT_S)
-    async def _batched(self, requests: list[ScoreRequest]) -> list[list[float]]:
+    async def _batched(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         self._batch_jobs[len(requests)] += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.engine.score_many, requests)

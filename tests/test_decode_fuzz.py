@@ -164,6 +164,9 @@ def valid_jobs(draw) -> dict:
         "model": st.sampled_from([SERVED, "auto"]),
         "created_at": st.just(now_ms()),
         "deadline_ms": st.integers(10**7, 10**12),
+        "long_documents": st.sampled_from(["truncate", "chunk", None]),
+        "truncation_direction": st.sampled_from(["left", "right"]),
+        "max_tokens_per_doc": st.integers(1, 2**63 - 1),
     }
     for key, strategy in optional.items():
         if draw(st.booleans()):

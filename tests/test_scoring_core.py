@@ -18,19 +18,20 @@ class DictCache:
     enabled = True
 
     def __init__(self):
-        self.data: dict[tuple, float] = {}
+        self.data: dict[tuple, tuple[float, int | None]] = {}
         self.round_trips = 0
 
-    def lookup_many(self, queries):
+    def lookup_entries(self, queries):
         self.round_trips += 1
         return [
-            [self.data.get((q.fingerprint, q.kind, q.instruction, q.query, d)) for d in q.documents] for q in queries
+            [self.data.get((q.fingerprint, q.kind, q.instruction, q.query, d, q.mode)) for d in q.documents]
+            for q in queries
         ]
 
-    def store(self, fingerprint, kind, instruction, query, documents, scores):
+    def store(self, fingerprint, kind, instruction, query, documents, scores, *, mode="", chunks=None):
         self.round_trips += 1
-        for d, s in zip(documents, scores):
-            self.data[(fingerprint, kind, instruction, query, d)] = s
+        for i, (d, s) in enumerate(zip(documents, scores)):
+            self.data[(fingerprint, kind, instruction, query, d, mode)] = (s, None if chunks is None else chunks[i])
 
 
 class CountingClient:

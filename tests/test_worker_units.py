@@ -7,7 +7,7 @@ import json
 import pytest
 
 from schemas.messages import Candidate, ErrorKind, RerankJob, now_ms
-from schemas.scoring import ModelInfo
+from schemas.scoring import ChunkedScores, ModelInfo, ScoreRequest
 from schemas.settings import LimitsSettings, Settings
 from serve_app.scoring import ScoringCore
 from serve_app.scoring.core import Lookup
@@ -88,7 +88,7 @@ def test_valid_job_and_served_model_accepted():
 
 
 def _scored(scores):
-    return ScoringCore(None)._scored(Lookup(None, list(scores)))  # type: ignore[arg-type]
+    return ScoringCore(None)._scored(Lookup(ScoreRequest("q", [""] * len(scores)), list(scores)))
 
 
 def test_rank_orders_best_first_ties_in_input_order_and_top_k():
@@ -116,7 +116,8 @@ class _Client:
 
     def score(self, request):
         self.calls.append(list(request.documents))
-        return [len(d) / 10 for d in request.documents]
+        scores = [len(d) / 10 for d in request.documents]
+        return ChunkedScores(scores, [0] * len(scores)) if request.long_documents == "chunk" else scores
 
 
 def test_processor_chunks_misses_and_flags_by_threshold_over_all_candidates():

@@ -53,6 +53,18 @@ class JobProcessor:
     def instruction_for(self, job: RerankJob) -> str:
         return job.instruction if job.instruction is not None else self.settings.kafka.feeds[job.feed].instruction
 
+    def request_for(self, job: RerankJob) -> ScoreRequest:
+        """The job as the scoring core sees it; instruction and long-document mode default per feed."""
+        feed = self.settings.kafka.feeds[job.feed]
+        return ScoreRequest(
+            job.query,
+            [c.text for c in job.candidates],
+            self.instruction_for(job),
+            truncation_direction=job.truncation_direction,
+            max_tokens_per_doc=job.max_tokens_per_doc,
+            long_documents=job.long_documents or feed.long_documents,
+        )
+
     def decode(self, value: bytes | None, topic: str) -> RerankJob | Rejection:
         return decode_job(value, topic, self.settings, self.model.id)
 
@@ -60,7 +72,7 @@ class JobProcessor:
         """Look every job of a poll up in ONE cache round trip (and note job_id reuse, see below)."""
         picked = now_ms()
         self._note_job_id_reuse(jobs)
-        requests = [ScoreRequest(j.query, [c.text for c in j.candidates], self.instruction_for(j)) for j in jobs]
+        requests = [self.request_for(j) for j in jobs]
         lookups = self.core.lookup_many(self.model, requests)
         return [Admitted(j, lk, picked) for j, lk in zip(jobs, lookups)]
 
@@ -130,9 +142,13 @@ class JobProcessor:
 
 
 def ranked(job: RerankJob, scored: Scored, top_k: int | None) -> list[RankedCandidate]:
-    """Best first (ties in input order); top_k None = every candidate."""
+    """Best first (ties in input order); top_k None = every candidate. Chunk mode: with each best window."""
     order = scored.order if top_k is None else scored.order[:top_k]
-    return [RankedCandidate(id=job.candidates[i].id, score=scored.scores[i], rank=n) for n, i in enumerate(order, 1)]
+    chunks = scored.chunks or [None] * len(scored.scores)
+    return [
+        RankedCandidate(id=job.candidates[i].id, score=scored.scores[i], rank=n, chunk=chunks[i])
+        for n, i in enumerate(order, 1)
+    ]
 
 
 def flagged(job: RerankJob, scored: Scored) -> list[str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from schemas.scoring import ModelInfo, ScoreRequest
+from schemas.scoring import ChunkedScores, ModelInfo, ScoreRequest, ScoreResult
 
-__all__ = ["ModelInfo", "ModelKindError", "ModelUnavailableError", "ScoreRequest"]
+__all__ = ["ChunkedScores", "ModelInfo", "ModelKindError", "ModelUnavailableError", "ScoreRequest", "ScoreResult"]
 
 
 class ModelUnavailableError(RuntimeError):

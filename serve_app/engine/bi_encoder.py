@@ -72,6 +72,9 @@ class BiEncoderScorer:
         self.pad_id = pad_id_of(tokenizer)
         self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
+    def document_budget(self, query: str, instruction: str | None) -> int:
+        return self.max_length - len(self.tokenizer("")["input_ids"])  # the document is embedded alone
+
     def encode(self, query: str, documents: Sequence[str], instruction: str | None):
         if not documents:
             return []

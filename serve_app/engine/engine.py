@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .api import ModelInfo, ScoreRequest
+from .api import ModelInfo, ScoreRequest, ScoreResult
 from .kinds import KindScorer
 from .loader import model_max_length, resolve_device, resolve_dtype, resolve_model
+from .long_documents import WindowPlan, plain_plan, plan_windows, token_offsets
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,33 @@ class RerankEngine:
     def score(
         self, query: str, documents: Sequence[str], instruction: str | None = None, raw_scores: bool = False
     ) -> list[float]:
-        return self.score_many([ScoreRequest(query, documents, instruction, raw_scores)])[0]
+        """Truncate-mode scores of one job (the default handling of long documents)."""
+        out = self.score_many([ScoreRequest(query, documents, instruction, raw_scores)])[0]
+        assert isinstance(out, list)
+        return out
 
-    def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        """Scores several jobs at once; documents of all jobs share the micro-batches."""
+    def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Scores several jobs at once; documents (or their windows) of all jobs share the micro-batches.
+
+        One ``list[float]`` per truncate-mode request, one ``ChunkedScores`` per chunk-mode request.
+        """
         for r in requests:
             _check_request(r)
-        jobs = [self._scorer.encode(r.query, list(r.documents), r.instruction) for r in requests]
+        plans = [self._plan(r) for r in requests]
+        jobs = [self._scorer.encode(r.query, p.texts, r.instruction) for r, p in zip(requests, plans)]
         with torch.inference_mode():
             raws = self._scorer.raw_scores(jobs)
         act = self._scorer.activate
-        return [list(raw) if r.raw_scores else [act(x) for x in raw] for r, raw in zip(requests, raws)]
+        return [
+            p.reduce(list(raw) if r.raw_scores else [act(x) for x in raw]) for r, p, raw in zip(requests, plans, raws)
+        ]
+
+    def _plan(self, r: ScoreRequest) -> WindowPlan:
+        """What each document becomes: itself (the default fast path), a cut text, or its windows."""
+        if r.plain or not r.documents:
+            return plain_plan(r.documents)
+        budget = self._scorer.document_budget(r.query, r.instruction)
+        return plan_windows(r, token_offsets(self._tokenizer, r.documents), budget)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts of texts with the served model's tokenizer (no special tokens), for request limits."""

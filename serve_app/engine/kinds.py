@@ -23,7 +23,9 @@ class KindScorer(Protocol):
 
     encode: (query, documents, instruction) -> one job's model inputs, one item per document;
     raw_scores: several encoded jobs -> one raw score (logit, cosine) per document, jobs batched together;
-    activate: raw score -> [0, 1] score, same order.
+    activate: raw score -> [0, 1] score, same order;
+    document_budget: how many document tokens one (query, document) input holds (long_documents.py cuts
+    and splits documents to it, so every kind gets truncation direction, caps and chunking alike).
     Constructed as `cls(model, tokenizer, path=..., max_length=..., max_batch_tokens=...)`.
     """
 
@@ -35,6 +37,8 @@ class KindScorer(Protocol):
     def raw_scores(self, jobs: Sequence[list[Any]]) -> list[list[float]]: ...
 
     def activate(self, raw: float) -> float: ...
+
+    def document_budget(self, query: str, instruction: str | None) -> int: ...
 
 
 def architectures(config) -> list[str]:

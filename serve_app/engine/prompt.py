@@ -38,6 +38,11 @@ class Qwen3PromptEncoder:
         if self.body_budget < 16:
             raise ValueError(f"max_length {max_length} leaves no room for the prompt body")
 
+    def document_budget(self, query: str, instruction: str) -> int:
+        """Document tokens that fit next to this instruction and query (the body's fixed part is never cut)."""
+        fixed = self.tokenizer(qwen3_body(query, "", instruction), add_special_tokens=False)["input_ids"]
+        return self.body_budget - len(fixed)
+
     def encode(self, query: str, documents: Sequence[str], instruction: str) -> list[list[int]]:
         if not documents:
             return []

@@ -71,7 +71,13 @@ class Qwen3Scorer:
         self.runner.prefix_reuse = on
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[list[int]]:
-        return self.prompt.encode(query, documents, self.default_instruction if instruction is None else instruction)
+        return self.prompt.encode(query, documents, self._instruction(instruction))
+
+    def document_budget(self, query: str, instruction: str | None) -> int:
+        return self.prompt.document_budget(query, self._instruction(instruction))
+
+    def _instruction(self, instruction: str | None) -> str:
+        return self.default_instruction if instruction is None else instruction
 
     def raw_scores(self, jobs: Sequence[list[list[int]]]) -> list[list[float]]:
         return self.runner.raw_scores(jobs)

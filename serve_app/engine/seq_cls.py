@@ -49,11 +49,19 @@ class SeqClsScorer:
             )
         self.default_instruction = QWEN3_DEFAULT_INSTRUCTION if self.decoder else None
 
+    def document_budget(self, query: str, instruction: str | None) -> int:
+        if self.decoder:
+            return self.prompt.document_budget(query, self._instruction(instruction))
+        return self.max_length - len(self.tokenizer(query, "")["input_ids"])  # [CLS] query [SEP] ... [SEP]
+
+    def _instruction(self, instruction: str | None) -> str:
+        return instruction or self.default_instruction or ""
+
     def encode(self, query: str, documents: Sequence[str], instruction: str | None):
         if not documents:
             return []
         if self.decoder:
-            seqs = self.prompt.encode(query, documents, instruction or self.default_instruction or "")
+            seqs = self.prompt.encode(query, documents, self._instruction(instruction))
             return [(ids, None) for ids in seqs]
         queries = [query] * len(documents)
         try:

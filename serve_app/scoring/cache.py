@@ -1,9 +1,15 @@
 """The one Redis score cache of the scoring core (so of the Kafka worker and the HTTP path alike).
 
 Why it looks like this:
-- Keys hash length-prefixed parts (model fingerprint, kind, instruction, query, document), so
-  two different inputs can never collide by concatenation ("ab"+"c" vs "a"+"bc").
-- Values are one 8-byte little-endian double: compact and exact (no float/str round trip).
+- Keys hash length-prefixed parts (model fingerprint, kind, instruction, query, document, and the
+  long-document mode unless it is the default), so two different inputs can never collide by
+  concatenation ("ab"+"c" vs "a"+"bc"), and a score computed under one long-document mode
+  (truncate keeping the start or the end, chunk, a token cap) is never served for another.
+- Values are one 8-byte little-endian double: compact and exact (no float/str round trip). A chunk-mode
+  value adds the best window's index (4 bytes): the document's score and where it came from. Only the
+  document is cached, not each window: windows are cut from the model's tokens, which the worker
+  does not have (no tokenizer on the Kafka side), so per-window keys would need a model round trip
+  before the lookup, and multiply the keys of the one MGET by the windows per document.
 - The cache is an optimisation, never a dependency: every Redis failure is swallowed, counted
   as ``bypassed``, logged at most once per interval, and followed by a back-off window during
   which calls skip Redis entirely, so a dead cache does not cost a socket timeout per job.
@@ -19,11 +25,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from schemas.scoring import ScoreRequest
 from schemas.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 
 _VALUE = struct.Struct("<d")
+_CHUNKED_VALUE = struct.Struct("<dI")  # score, best window
 _LEN = struct.Struct(">I")
 
 # After a failure, Redis is skipped for this long (doubling up to the maximum while it stays down).
@@ -31,15 +39,28 @@ _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 5.0
 
 
-def cache_key(prefix: str, fingerprint: str, kind: str, instruction: str, query: str, document: str) -> bytes:
-    """Key of one (model, instruction, query, document) score: prefix + BLAKE2b-128 of length-prefixed parts."""
+def cache_key(
+    prefix: str, fingerprint: str, kind: str, instruction: str, query: str, document: str, mode: str = ""
+) -> bytes:
+    """Key of one (model, instruction, query, document[, mode]) score: prefix + BLAKE2b-128 of length-prefixed parts.
+
+    ``mode`` ("" = the default handling, whose keys stay as they were) comes from :func:`mode_tag`.
+    """
     h = hashlib.blake2b(digest_size=16)
-    for part in (fingerprint, kind, instruction, query, document):
+    for part in (fingerprint, kind, instruction, query, document, *((mode,) if mode else ())):
         # surrogatepass: the doors reject lone surrogates, but a key must never be the thing that crashes.
         data = part.encode("utf-8", "surrogatepass")
         h.update(_LEN.pack(len(data)))
         h.update(data)
     return prefix.encode("utf-8", "surrogatepass") + h.digest()
+
+
+def mode_tag(request: ScoreRequest) -> str:
+    """The long-document handling a score depends on, as a key part; "" for the default."""
+    if request.plain:
+        return ""
+    cap = request.max_tokens_per_doc
+    return f"{request.long_documents}:{request.truncation_direction}:{'-' if cap is None else cap}"
 
 
 def encode_score(score: float) -> bytes:
@@ -52,15 +73,39 @@ def decode_score(raw: bytes | str | None) -> float | None:
     return _VALUE.unpack(raw)[0]
 
 
+Entry = tuple[float, int | None]
+"""A cached score and, in chunk mode, the index of the document's best window."""
+
+
+def encode_entry(score: float, chunk: int | None) -> bytes:
+    return encode_score(score) if chunk is None else _CHUNKED_VALUE.pack(float(score), chunk)
+
+
+def decode_entry(raw: bytes | str | None, chunked: bool) -> Entry | None:
+    """A value read back; the wrong size for the key's mode is a miss (as absent or corrupt values are)."""
+    if not chunked:
+        score = decode_score(raw)
+        return None if score is None else (score, None)
+    if not isinstance(raw, bytes) or len(raw) != _CHUNKED_VALUE.size:
+        return None
+    score, chunk = _CHUNKED_VALUE.unpack(raw)
+    return score, chunk
+
+
 @dataclass(frozen=True)
 class CacheQuery:
-    """One job's worth of cache lookups (for :meth:`ScoreCache.lookup_many`)."""
+    """One job's worth of cache lookups (for :meth:`ScoreCache.lookup_many`); ``mode`` from :func:`mode_tag`."""
 
     fingerprint: str
     kind: str
     instruction: str
     query: str
     documents: Sequence[str]
+    mode: str = ""
+
+    @property
+    def chunked(self) -> bool:
+        return self.mode.startswith("chunk:")
 
 
 class ScoreCache:
@@ -99,8 +144,8 @@ class ScoreCache:
         with self._lock:
             return {"hits": self._hits, "misses": self._misses, "bypassed": self._bypassed}
 
-    def key(self, fingerprint: str, kind: str, instruction: str, query: str, document: str) -> bytes:
-        return cache_key(self._settings.key_prefix, fingerprint, kind, instruction, query, document)
+    def key(self, fingerprint: str, kind: str, instruction: str, query: str, document: str, mode: str = "") -> bytes:
+        return cache_key(self._settings.key_prefix, fingerprint, kind, instruction, query, document, mode)
 
     def lookup(
         self, fingerprint: str, kind: str, instruction: str, query: str, documents: Sequence[str]
@@ -110,27 +155,32 @@ class ScoreCache:
 
     def lookup_many(self, queries: Sequence[CacheQuery]) -> list[list[float | None]]:
         """Lookups of many jobs in one MGET round trip (a whole consumer poll at once)."""
-        misses: list[list[float | None]] = [[None] * len(q.documents) for q in queries]
+        return [[None if e is None else e[0] for e in entries] for entries in self.lookup_entries(queries)]
+
+    def lookup_entries(self, queries: Sequence[CacheQuery]) -> list[list[Entry | None]]:
+        """``lookup_many`` with each score's best window (chunk-mode queries), in the same one MGET."""
+        misses: list[list[Entry | None]] = [[None] * len(q.documents) for q in queries]
         total = sum(len(q.documents) for q in queries)
         if self._client is None or total == 0:
             return misses
         if not self._available():
             self._count(bypassed=total)
             return misses
-        keys = [self.key(q.fingerprint, q.kind, q.instruction, q.query, d) for q in queries for d in q.documents]
+        keys = [
+            self.key(q.fingerprint, q.kind, q.instruction, q.query, d, q.mode) for q in queries for d in q.documents
+        ]
         try:
             raw = self._client.mget(keys)
         except Exception as exc:  # noqa: BLE001 - any cache failure means "no cache", never a failed job
             self._failed(exc, total)
             return misses
         self._recovered()
-        values = [decode_score(r) for r in raw]
-        out: list[list[float | None]] = []
+        out: list[list[Entry | None]] = []
         pos = 0
         for q in queries:
-            out.append(values[pos : pos + len(q.documents)])
+            out.append([decode_entry(r, q.chunked) for r in raw[pos : pos + len(q.documents)]])
             pos += len(q.documents)
-        hits = sum(v is not None for v in values)
+        hits = sum(e is not None for entries in out for e in entries)
         self._count(hits=hits, misses=total - hits)
         return out
 
@@ -142,10 +192,14 @@ class ScoreCache:
         query: str,
         documents: Sequence[str],
         scores: Sequence[float],
+        *,
+        mode: str = "",
+        chunks: Sequence[int] | None = None,
     ) -> None:
-        """Cache scores with the configured TTL in one pipelined round trip."""
-        if len(documents) != len(scores):
+        """Cache scores with the configured TTL in one pipelined round trip (chunk mode: with best windows)."""
+        if len(documents) != len(scores) or (chunks is not None and len(chunks) != len(scores)):
             raise ValueError(f"{len(documents)} documents but {len(scores)} scores")
+        best: Sequence[int | None] = [None] * len(scores) if chunks is None else chunks
         if self._client is None or not documents:
             return
         if not self._available():
@@ -154,8 +208,9 @@ class ScoreCache:
         try:
             pipe = self._client.pipeline(transaction=False)
             ttl = self._settings.ttl_s
-            for doc, score in zip(documents, scores):
-                pipe.set(self.key(fingerprint, kind, instruction, query, doc), encode_score(score), ex=ttl)
+            for doc, score, chunk in zip(documents, scores, best):
+                key = self.key(fingerprint, kind, instruction, query, doc, mode)
+                pipe.set(key, encode_entry(score, chunk), ex=ttl)
             pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc, len(documents))

@@ -10,17 +10,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from schemas.scoring import ModelInfo, ScoreRequest
+from schemas.scoring import ChunkedScores, ModelInfo, ScoreRequest, ScoreResult
 
 
 class ScoreClient(Protocol):
-    """Scores one job's documents with one model; one call per job or chunk, never per document."""
+    """Scores one job's documents with one model; one call per job or part of one, never per document.
+
+    A chunk-mode request answers ``ChunkedScores`` (scores and each document's best window), any other
+    a plain list of floats.
+    """
 
     def info(self) -> ModelInfo: ...
 
-    def score(self, request: ScoreRequest) -> list[float]: ...
+    def score(self, request: ScoreRequest) -> ScoreResult: ...
 
-    async def ascore(self, request: ScoreRequest) -> list[float]: ...
+    async def ascore(self, request: ScoreRequest) -> ScoreResult: ...
+
+
+def as_result(got: Any) -> ScoreResult:
+    """A model's answer as plain Python floats (and ints), whatever number types the model side used."""
+    if isinstance(got, ChunkedScores):
+        return ChunkedScores([float(s) for s in got.scores], [int(c) for c in got.chunks])
+    return [float(s) for s in got]
 
 
 class ServeScoreClient:
@@ -45,11 +56,11 @@ class ServeScoreClient:
             self._info, self._instruction = info, (instruction,)
         return self._info, self._instruction[0]
 
-    def score(self, request: ScoreRequest) -> list[float]:
-        return [float(s) for s in self._handle.score.remote(request).result(timeout_s=self._timeout_s)]
+    def score(self, request: ScoreRequest) -> ScoreResult:
+        return as_result(self._handle.score.remote(request).result(timeout_s=self._timeout_s))
 
-    async def ascore(self, request: ScoreRequest) -> list[float]:
-        return [float(s) for s in await asyncio.wait_for(self._handle.score.remote(request), self._timeout_s)]
+    async def ascore(self, request: ScoreRequest) -> ScoreResult:
+        return as_result(await asyncio.wait_for(self._handle.score.remote(request), self._timeout_s))
 
     async def acount_tokens(self, texts: list[str]) -> list[int]:
         return list(await asyncio.wait_for(self._handle.count_tokens.remote(texts), self._timeout_s))
@@ -64,8 +75,8 @@ class EngineScoreClient:
     def info(self) -> ModelInfo:
         return self._engine.info
 
-    def score(self, request: ScoreRequest) -> list[float]:
-        return [float(s) for s in self._engine.score_many([request])[0]]
+    def score(self, request: ScoreRequest) -> ScoreResult:
+        return as_result(self._engine.score_many([request])[0])
 
-    async def ascore(self, request: ScoreRequest) -> list[float]:
+    async def ascore(self, request: ScoreRequest) -> ScoreResult:
         return await asyncio.to_thread(self.score, request)
