@@ -33,11 +33,14 @@ from pydantic import (
     ValidationError,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE_ENV = "RERANK_CONFIG"
+DEFAULT_MODEL = "default"
+"""Key (and a name) of the model of the model.* settings; extra models are keyed by their names."""
 # RERANK_* variables that are not settings but are read elsewhere (deploy/local scripts), so never typos.
 OTHER_ENV_VARS = frozenset({CONFIG_FILE_ENV, "RERANK_LOCAL_DIR", "RERANK_CACHE_DIR"})
 _ENV_PREFIX = "RERANK_"
@@ -167,6 +170,8 @@ class FeedSettings(Section):
     instruction: str
     # Moderation wants "chunk": a violation near the end of a long text must not score as clean.
     long_documents: Literal["truncate", "chunk"] = "truncate"
+    # The model of jobs that name none (a name of model.* or model.extra_models); None = the default model.
+    model: str | None = None
 
 
 DEFAULT_FEEDS: dict[str, FeedSettings] = {
@@ -354,14 +359,79 @@ class ModelSettings(Section):
         description="Extra model names a job may ask for (comma separated); the served model is always allowed.",
     )
 
+    extra_models: dict[str, ExtraModelSettings] = Field(
+        default_factory=dict,
+        description=(
+            "More models served at once, as JSON: name -> {model, aliases, revision, kind, device, dtype, max_length, "
+            "max_batch_tokens, min_replicas, max_replicas, initial_replicas, num_cpus, num_gpus} (only model is "
+            "required; unset replica options = serve.*). Each is its own Reranker deployment (Reranker-<name>); a job "
+            "or request picks one with `model` (name, model id or alias), a feed with kafka.feeds.<feed>.model."
+        ),
+    )
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         return check_device(v)
 
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> ModelSettings:
+        where = "model.extra_models (RERANK_MODEL_EXTRA_MODELS)"
+        if DEFAULT_MODEL in self.extra_models:
+            raise ValueError(f"{where}: {DEFAULT_MODEL!r} is the model.* model's key; name the extra model otherwise")
+        owner: dict[str, str] = {}
+        for key, names in self.names_by_model().items():
+            for name in sorted(names):
+                if owner.setdefault(name, key) != key:
+                    raise ValueError(f"{where}: the name {name!r} picks two models, {owner[name]!r} and {key!r}")
+        return self
+
     def allowed_names(self, served_id: str | None = None) -> set[str]:
-        """Model names a job or HTTP request may ask for: the configured, the served and the extra ones."""
+        """Names a job or HTTP request may use for the default model: configured, served and allowed_models."""
         return set(self.allowed_models) | {self.model} | ({served_id} if served_id else set())
+
+    @property
+    def keys(self) -> list[str]:
+        """Every served model's key: DEFAULT_MODEL (this section's model), then the extra models' names."""
+        return [DEFAULT_MODEL, *self.extra_models]
+
+    def names_by_model(self, served_id: str | None = None) -> dict[str, set[str]]:
+        """Model key -> every name that picks it (``served_id``: what the default replica says it serves)."""
+        names = {DEFAULT_MODEL: self.allowed_names(served_id) | {DEFAULT_MODEL}}
+        for key, extra in self.extra_models.items():
+            names[key] = {key, extra.model, *extra.aliases}
+        return names
+
+    def resolve(self, name: str | None, served_id: str | None = None) -> str | None:
+        """The key of the model ``name`` picks (None = the default model); None when no model has that name."""
+        if name is None:
+            return DEFAULT_MODEL
+        return next((key for key, names in self.names_by_model(served_id).items() if name in names), None)
+
+    def spec(self, key: str) -> ModelSettings:
+        """What to load for a model key (an ExtraModelSettings is a ModelSettings)."""
+        return self if key == DEFAULT_MODEL else self.extra_models[key]
+
+
+class ExtraModelSettings(ModelSettings):
+    """One more model served beside the default one: its own Reranker deployment and replicas."""
+
+    model: str = Field(description="Hub id or local directory of the model.")
+    aliases: list[str] = Field(default_factory=list, description="More names a job or request may use for it.")
+    min_replicas: int | None = Field(None, ge=0, description="serve.min_replicas of this model's deployment.")
+    max_replicas: int | None = Field(None, ge=1, description="serve.max_replicas of this model's deployment.")
+    initial_replicas: int | None = Field(None, ge=0, description="serve.initial_replicas of this model's deployment.")
+    num_cpus: float | None = Field(None, ge=0, description="serve.num_cpus of this model's replicas.")
+    num_gpus: float | None = Field(None, ge=0, description="serve.num_gpus of this model's replicas (fractions share).")
+
+    @model_validator(mode="after")
+    def _flat(self) -> ExtraModelSettings:
+        if self.extra_models or self.allowed_models:
+            raise ValueError("an extra model takes aliases, not allowed_models or extra_models")
+        return self
+
+
+ModelSettings.model_rebuild()
 
 
 class ServeSettings(Section):
@@ -588,6 +658,22 @@ class Settings(BaseModel):
     limits: LimitsSettings = LimitsSettings()
     worker: WorkerSettings = WorkerSettings()
     tracing: TracingSettings = TracingSettings()
+
+    @model_validator(mode="after")
+    def _feed_models(self) -> Settings:
+        for name, feed in self.kafka.feeds.items():
+            if feed.model is not None and self.model.resolve(feed.model) is None:
+                names = sorted(n for group in self.model.names_by_model().values() for n in group)
+                raise ValueError(f"kafka.feeds.{name}.model = {feed.model!r} is not a served model; names: {names}")
+        return self
+
+    def feed_model(self, feed: str) -> str:
+        """Key of the model a feed's jobs use when they name none."""
+        return self.model.resolve(self.kafka.feeds[feed].model) or DEFAULT_MODEL
+
+    def reranker_deployment(self, key: str = DEFAULT_MODEL) -> str:
+        """The Serve deployment of a model key: serve.deployment_name, with -<name> for an extra model."""
+        return self.serve.deployment_name if key == DEFAULT_MODEL else f"{self.serve.deployment_name}-{key}"
 
     @field_validator("worker")
     @classmethod

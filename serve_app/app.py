@@ -16,17 +16,20 @@ import yaml
 from ray import serve
 from ray.serve.config import AutoscalingConfig
 
-from schemas.settings import REVEAL_SECRETS, Settings, load_settings
+from schemas.settings import DEFAULT_MODEL, REVEAL_SECRETS, Settings, load_settings
 
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "serve_config.yaml"
 POLICY = "serve_app.autoscaling:QueueDepthLagPolicy"
 API_DEPLOYMENT = "RerankAPI"
 
 
-def _num_gpus(settings: Settings) -> float:
+def _num_gpus(settings: Settings, key: str = DEFAULT_MODEL) -> float:
+    extra = settings.model.extra_models.get(key)
+    if extra is not None and extra.num_gpus is not None:
+        return extra.num_gpus
     if settings.serve.num_gpus is not None:
         return settings.serve.num_gpus
-    device = settings.model.device
+    device = settings.model.spec(key).device
     if device.startswith("cuda"):
         return 1.0
     if device == "auto":
@@ -36,13 +39,27 @@ def _num_gpus(settings: Settings) -> float:
     return 0.0
 
 
-def autoscaling_config(settings: Settings) -> dict[str, Any]:
-    """Serve's autoscaling_config of the Reranker; every key is checked against AutoscalingConfig."""
+def _replicas(settings: Settings, key: str) -> tuple[int, int, int]:
+    """(min, max, initial) replicas of a model's deployment: its own settings, else serve.*."""
+    s, extra = settings.serve, settings.model.extra_models.get(key)
+    low = extra.min_replicas if extra is not None and extra.min_replicas is not None else s.min_replicas
+    high = extra.max_replicas if extra is not None and extra.max_replicas is not None else s.max_replicas
+    start = extra.initial_replicas if extra is not None and extra.initial_replicas is not None else s.initial_replicas
+    high = max(high, low)
+    return low, high, min(max(low, start if start is not None else low), high)
+
+
+def autoscaling_config(settings: Settings, key: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """Serve's autoscaling_config of a model's Reranker; every key is checked against AutoscalingConfig.
+
+    The Kafka lag it scales on is that of the feeds whose jobs default to this model."""
     s = settings.serve
+    low, high, start = _replicas(settings, key)
+    topics = [f.topic for name, f in settings.kafka.feeds.items() if settings.feed_model(name) == key]
     cfg: dict[str, Any] = {
-        "min_replicas": s.min_replicas,
-        "max_replicas": s.max_replicas,
-        "initial_replicas": s.initial_replicas if s.initial_replicas is not None else s.min_replicas,
+        "min_replicas": low,
+        "max_replicas": high,
+        "initial_replicas": start,
         "target_ongoing_requests": s.target_ongoing_requests,
         "upscale_delay_s": s.upscale_delay_s,
         "downscale_delay_s": s.downscale_delay_s,
@@ -51,9 +68,9 @@ def autoscaling_config(settings: Settings) -> dict[str, Any]:
         "policy": {
             "policy_function": POLICY,
             "policy_kwargs": {
-                "kafka": _lag_connection(settings) if s.scale_on_kafka_lag else None,
+                "kafka": _lag_connection(settings) if s.scale_on_kafka_lag and topics else None,
                 "group_id": settings.kafka.group_id,
-                "topics": settings.kafka.input_topics,
+                "topics": topics,
                 "lag_per_replica": s.lag_per_replica,
                 "poll_interval_s": s.lag_poll_interval_s,
             },
@@ -81,15 +98,16 @@ def _lag_connection(settings: Settings) -> dict[str, Any]:
     )
 
 
-def reranker_options(settings: Settings) -> dict[str, Any]:
-    """Deployment options of the Reranker (one replica = one model copy on one device)."""
-    s = settings.serve
+def reranker_options(settings: Settings, key: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """Deployment options of a model's Reranker (one replica = one copy of that model on one device)."""
+    s, extra = settings.serve, settings.model.extra_models.get(key)
+    num_cpus = extra.num_cpus if extra is not None and extra.num_cpus is not None else s.num_cpus
     return {
-        "name": s.deployment_name,
-        "ray_actor_options": {"num_cpus": s.num_cpus, "num_gpus": _num_gpus(settings)},
+        "name": settings.reranker_deployment(key),
+        "ray_actor_options": {"num_cpus": num_cpus, "num_gpus": _num_gpus(settings, key)},
         "max_ongoing_requests": s.ongoing_requests,
         "max_queued_requests": s.max_queued_requests,
-        "autoscaling_config": autoscaling_config(settings),
+        "autoscaling_config": autoscaling_config(settings, key),
         "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "max_constructor_retry_count": 3,  # a model that cannot load fails the deploy fast
         "health_check_period_s": 10,
@@ -115,8 +133,12 @@ def build_app(settings: Settings):
     from serve_app.http_api import RerankAPI
 
     settings_json = settings.model_dump_json(context=REVEAL_SECRETS)  # the ingress needs serve.api_keys
-    reranker = serve.deployment(Reranker).options(**reranker_options(settings)).bind(settings_json)  # type: ignore[attr-defined]
-    return RerankAPI.options(**api_options(settings)).bind(reranker, settings_json)  # type: ignore[attr-defined]
+    rerankers = {  # one deployment per model, each with its own replicas
+        key: serve.deployment(Reranker).options(**reranker_options(settings, key)).bind(settings_json, key)  # type: ignore[attr-defined]
+        for key in settings.model.keys
+    }
+    default = rerankers.pop(DEFAULT_MODEL)
+    return RerankAPI.options(**api_options(settings)).bind(default, settings_json, rerankers)  # type: ignore[attr-defined]
 
 
 def app_builder(args: dict[str, str]):
@@ -127,11 +149,12 @@ def app_builder(args: dict[str, str]):
 def serve_config(settings: Settings) -> dict[str, Any]:
     """The ServeDeploySchema document of this app (what deploy/serve_config.yaml holds)."""
     s = settings.serve
-    reranker = reranker_options(settings)
-    kwargs = reranker["autoscaling_config"]["policy"]["policy_kwargs"]
-    if kwargs["kafka"] is not None:
-        kwargs["kafka"] = {}  # {} = broker connection from the Ray nodes' environment, not this machine's
-    deployments = [reranker, api_options(settings)]
+    rerankers = [reranker_options(settings, key) for key in settings.model.keys]
+    for reranker in rerankers:
+        kwargs = reranker["autoscaling_config"]["policy"]["policy_kwargs"]
+        if kwargs["kafka"] is not None:
+            kwargs["kafka"] = {}  # {} = broker connection from the Ray nodes' environment, not this machine's
+    deployments = [*rerankers, api_options(settings)]
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": s.http_port},

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ray import serve
 
 from schemas.scoring import ScoreResult
-from schemas.settings import Settings
+from schemas.settings import DEFAULT_MODEL, Settings
 from serve_app.engine import ModelInfo, ScoreRequest, load_engine
 
 log = logging.getLogger("ray.serve")
@@ -35,12 +35,13 @@ def torch_threads(settings: Settings) -> int:
 class Reranker:
     """Methods called through the deployment handle by the HTTP API and the Kafka workers."""
 
-    def __init__(self, settings_json: str):
+    def __init__(self, settings_json: str, model_key: str = DEFAULT_MODEL):
         import torch
 
         settings = Settings.model_validate_json(settings_json)
         torch.set_num_threads(torch_threads(settings))
-        self.engine = load_engine(settings.model)  # raises: the replica never becomes ready
+        # model_key: which configured model this deployment serves (model.* or one of model.extra_models)
+        self.engine = load_engine(settings.model.spec(model_key))  # raises: the replica never becomes ready
         self._batched.set_max_batch_size(settings.serve.max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(settings.serve.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="forward")

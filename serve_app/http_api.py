@@ -43,7 +43,7 @@ from schemas.http import (
 )
 from schemas.limits import check_limits
 from schemas.scoring import ModelInfo, ScoreRequest
-from schemas.settings import LimitsSettings, Settings
+from schemas.settings import DEFAULT_MODEL, LimitsSettings, Settings
 from serve_app.http.auth import ApiKeyGate, ApiKeys
 from serve_app.http.body_gate import JsonBodyGate
 from serve_app.http.errors import ApiError, install_error_handlers, show
@@ -117,7 +117,7 @@ def _settle(task: asyncio.Future) -> None:
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class RerankAPI:
-    def __init__(self, reranker, settings_json: str):
+    def __init__(self, reranker, settings_json: str, models: dict[str, Any] | None = None):
         self.settings = Settings.model_validate_json(settings_json)
         # OTLP export when an endpoint is configured; FastAPI's own OpenTelemetry support then makes each
         # request a server span (child of its traceparent header) around the route's rerank.score spans.
@@ -128,7 +128,11 @@ class RerankAPI:
             log.info("API keys on (%d keys; /metrics %s)", n, "keyed" if self.keys.protect_metrics else "open")
             if n == 0:
                 log.error("serve.api_keys arrived masked (dumped without REVEAL_SECRETS): every keyed route is 401")
-        self.client = TracedScoreClient(ServeScoreClient(reranker, self.settings.serve.request_timeout_s))
+        # One client per model deployment: ``reranker`` serves model.*, ``models`` the extra models by key.
+        timeout = self.settings.serve.request_timeout_s
+        handles = {DEFAULT_MODEL: reranker, **(models or {})}
+        self.clients = {key: TracedScoreClient(ServeScoreClient(h, timeout)) for key, h in handles.items()}
+        self.client = self.clients[DEFAULT_MODEL]
         cache = ScoreCache(self.settings.redis, log_interval_s=self.settings.worker.log_interval_s)
         self.core = ScoringCore(cache, self.settings.worker.chunk_documents)
         self.api_metrics = ApiMetrics()
@@ -192,10 +196,13 @@ class RerankAPI:
 
     @api.get("/v1/models", response_model=ModelList)
     async def models(self) -> ModelList:
-        """The served model, then the other names a request may use for it (`model.allowed_models`)."""
-        info = await self._served_model(None)
-        names = [info.id, *sorted(self.settings.model.allowed_names(info.id) - {info.id})]
-        return ModelList(data=[ModelCard(id=name, created=self.started, root=info.id) for name in names])
+        """Each served model, then the other names a request may use for it (aliases, `model.allowed_models`)."""
+        cards = []
+        for key in self.settings.model.keys:
+            info, _ = await self._model_info(key)
+            names = self.settings.model.names_by_model(info.id)[key] - {info.id, DEFAULT_MODEL}
+            cards += [ModelCard(id=name, created=self.started, root=info.id) for name in [info.id, *sorted(names)]]
+        return ModelList(data=cards)
 
     @api.get("/info", response_model=ServiceInfo)
     async def info(self) -> ServiceInfo:
@@ -257,7 +264,9 @@ class RerankAPI:
         self, groups: list[tuple[str, list[str]]], options: ScoringOptions, *, raw: bool, refuse_long: bool = False
     ) -> Ranked:
         """Limits, then the scoring core once per query group; token counts in one call alongside."""
-        info, default_instruction = await self._model_info()
+        key = await self._model_key(getattr(options, "model", None))
+        info, default_instruction = await self._model_info(key)
+        client = self.clients[key]
         instruction = options.instruction if options.instruction is not None else (default_instruction or "")
         texts = [d for _, docs in groups for d in docs]
         violation = check_limits(self.settings.limits, max((q for q, _ in groups), key=len), instruction, texts)
@@ -265,13 +274,13 @@ class RerankAPI:
             raise ApiError(413, violation.message, limit=violation.limit)
         requests = [options.score_request(q, docs, instruction, raw=raw) for q, docs in groups]
         unique = list(dict.fromkeys([instruction, *(q for q, _ in groups), *texts]))
-        counting = asyncio.ensure_future(self._mapped(self.client.acount_tokens(unique)))
+        counting = asyncio.ensure_future(self._mapped(client.acount_tokens(unique)))
         try:
             if refuse_long:  # "does not fit the model" first: more useful than a size limit
                 self._refuse_long(requests[0], dict(zip(unique, await counting)), info.max_length)
                 if violation is not None:
                     raise ApiError(413, violation.message, limit=violation.limit)
-            scored = await asyncio.gather(*(self._mapped(self.core.ascore(info, self.client, r)) for r in requests))
+            scored = await asyncio.gather(*(self._mapped(self.core.ascore(info, client, r)) for r in requests))
             counts = dict(zip(unique, await counting))
         finally:
             _settle(counting)
@@ -293,15 +302,24 @@ class RerankAPI:
         except TimeoutError:
             raise ApiError(504, f"no answer from the model within {timeout:g} s (serve.request_timeout_s)") from None
 
-    async def _model_info(self) -> tuple[ModelInfo, str | None]:
-        """Served model and its default instruction, asked once (under a lock: no thundering herd)."""
+    async def _model_info(self, key: str = DEFAULT_MODEL) -> tuple[ModelInfo, str | None]:
+        """A served model and its default instruction, asked once (under a lock: no thundering herd)."""
         async with self._model_lock:
-            return await self._mapped(self.client.ainfo())
+            return await self._mapped(self.clients[key].ainfo())
+
+    async def _model_key(self, requested: str | None) -> str:
+        """The key of the model a request names (none = the default model); 404 for a name no model has."""
+        if requested is None:
+            return DEFAULT_MODEL
+        info, _ = await self._model_info()
+        key = self.settings.model.resolve(requested, info.id)
+        if key is None:
+            served = sorted(n for names in self.settings.model.names_by_model(info.id).values() for n in names)
+            raise ApiError(404, f"model {show(requested)} is not served here; served: {served} (GET /v1/models)")
+        return key
 
     async def _served_model(self, requested: str | None) -> ModelInfo:
-        info, _ = await self._model_info()
-        if requested is not None and requested not in self.settings.model.allowed_names(info.id):
-            raise ApiError(404, f"model {show(requested)} is not served here; served: {info.id!r} (GET /v1/models)")
+        info, _ = await self._model_info(await self._model_key(requested))
         return info
 
     @staticmethod

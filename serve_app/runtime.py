@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from schemas.settings import Settings, load_settings
+from schemas.settings import DEFAULT_MODEL, Settings, load_settings
 
 log = logging.getLogger("serve_app.runtime")
 
@@ -38,7 +38,9 @@ def start(settings: Settings, *, timeout_s: float = 600) -> Started:
     from serve_app.app import build_app
     from serve_app.engine.loader import resolve_model
 
-    resolve_model(settings.model.model, settings.model.revision)  # fail fast: ModelUnavailableError
+    for key in settings.model.keys:  # fail fast: ModelUnavailableError names the missing model
+        spec = settings.model.spec(key)
+        resolve_model(spec.model, spec.revision)
     started_ray = False
     if not ray.is_initialized():
         if settings.serve.ray_address:
@@ -73,21 +75,22 @@ def _wait_running(settings: Settings, timeout_s: float) -> None:
     raise TimeoutError(f"Serve app {settings.serve.app_name!r} not running after {timeout_s:.0f} s")
 
 
-def get_score_handle(settings: Settings):
-    """Handle of the Reranker deployment: score(ScoreRequest) -> list[float], info() -> ModelInfo."""
+def get_score_handle(settings: Settings, key: str = DEFAULT_MODEL):
+    """Handle of a model's Reranker deployment: score(ScoreRequest) -> list[float], info() -> ModelInfo."""
     from ray import serve
 
-    return serve.get_deployment_handle(settings.serve.deployment_name, app_name=settings.serve.app_name)
+    return serve.get_deployment_handle(settings.reranker_deployment(key), app_name=settings.serve.app_name)
 
 
-def replica_count(settings: Settings) -> int:
-    """Running Reranker replicas now (0 when the app is not there)."""
+def replica_count(settings: Settings, key: str = DEFAULT_MODEL) -> int:
+    """Running replicas of a model's Reranker now (0 when the app is not there)."""
     from ray import serve
 
     app = serve.status().applications.get(settings.serve.app_name)
-    if app is None or settings.serve.deployment_name not in app.deployments:
+    name = settings.reranker_deployment(key)
+    if app is None or name not in app.deployments:
         return 0
-    states = app.deployments[settings.serve.deployment_name].replica_states
+    states = app.deployments[name].replica_states
     return int(sum(n for state, n in states.items() if str(state).endswith("RUNNING")))
 
 

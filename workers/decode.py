@@ -154,12 +154,9 @@ def _decode(
         return _reject(
             ErrorKind.unknown_feed, f"feed {_show(job.feed)} sent to topic {topic!r} of feed {expected!r}", job.job_id
         )
-    if job.model is not None:
-        allowed = settings.model.allowed_names(served_model)
-        if job.model not in allowed:
-            return _reject(
-                ErrorKind.unknown_model, f"model {_show(job.model)} not served; allowed: {sorted(allowed)}", job.job_id
-            )
+    if job.model is not None and settings.model.resolve(job.model, served_model) is None:
+        allowed = sorted(n for names in settings.model.names_by_model(served_model).values() for n in names)
+        return _reject(ErrorKind.unknown_model, f"model {_show(job.model)} not served; allowed: {allowed}", job.job_id)
     violation = check_limits(
         limits, job.query, job.instruction or "", [c.text for c in job.candidates], [c.id for c in job.candidates]
     )

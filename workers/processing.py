@@ -14,13 +14,13 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
 
 from schemas.messages import ErrorKind, ModelRef, RankedCandidate, RerankJob, RerankResult, Timings, now_ms
 from schemas.scoring import ModelInfo, ScoreRequest
-from schemas.settings import Settings
+from schemas.settings import DEFAULT_MODEL, Settings
 from serve_app.scoring import Lookup, ScoreClient, Scored, ScoringCore
 from workers import metrics
 from workers.decode import Rejection, deadline_passed, decode_job
@@ -37,18 +37,31 @@ class Admitted:
     job: RerankJob
     lookup: Lookup
     picked_at_ms: int
+    model: str = DEFAULT_MODEL  # key of the model that scores it (model.* or one of model.extra_models)
 
 
 class JobProcessor:
     """Decoding, cache lookup, scoring with retries, ranking. Thread-safe (pool threads call finish)."""
 
-    def __init__(self, settings: Settings, client: ScoreClient, core: ScoringCore, worker_id: str):
+    def __init__(
+        self, settings: Settings, client: ScoreClient | Mapping[str, ScoreClient], core: ScoringCore, worker_id: str
+    ):
         self.settings = settings
-        self.client = client
+        # One client per served model key (a single client = the default model only, as before).
+        self.clients = dict(client) if isinstance(client, Mapping) else {DEFAULT_MODEL: client}
+        self.client = self.clients[DEFAULT_MODEL]
         self.core = core
         self.worker_id = worker_id
-        self.model: ModelInfo = client.info()
-        self.model_ref = ModelRef(id=self.model.id, revision=self.model.revision, kind=self.model.kind)
+        self.models: dict[str, ModelInfo] = {key: c.info() for key, c in self.clients.items()}
+        self.model_refs = {key: ModelRef(id=m.id, revision=m.revision, kind=m.kind) for key, m in self.models.items()}
+        self.model: ModelInfo = self.models[DEFAULT_MODEL]
+        self.model_ref = self.model_refs[DEFAULT_MODEL]
+
+    def model_key(self, job: RerankJob) -> str:
+        """The model a (decoded) job is scored with: the one it names, else its feed's default."""
+        if job.model is None:
+            return self.settings.feed_model(job.feed)
+        return self.settings.model.resolve(job.model, self.model.id) or DEFAULT_MODEL
 
     def instruction_for(self, job: RerankJob) -> str:
         return job.instruction if job.instruction is not None else self.settings.kafka.feeds[job.feed].instruction
@@ -73,8 +86,12 @@ class JobProcessor:
         picked = now_ms()
         self._note_job_id_reuse(jobs)
         requests = [self.request_for(j) for j in jobs]
-        lookups = self.core.lookup_many(self.model, requests)
-        return [Admitted(j, lk, picked) for j, lk in zip(jobs, lookups)]
+        keys = [self.model_key(j) for j in jobs]
+        found: dict[int, Lookup] = {}
+        for key in dict.fromkeys(keys):  # one cache round trip per model (the fingerprint is in the key)
+            idx = [i for i, k in enumerate(keys) if k == key]
+            found.update(zip(idx, self.core.lookup_many(self.models[key], [requests[i] for i in idx])))
+        return [Admitted(j, found[i], picked, keys[i]) for i, j in enumerate(jobs)]
 
     def _note_job_id_reuse(self, jobs: Sequence[RerankJob]) -> None:
         """The same job_id with different content is accepted (both are ranked and published under the
@@ -104,7 +121,7 @@ class JobProcessor:
             if deadline_passed(item.job):
                 return Rejection(ErrorKind.deadline_expired, "deadline passed before scoring", item.job.job_id)
             try:
-                scored = self.core.complete(self.model, self.client, item.lookup)
+                scored = self.core.complete(self.models[item.model], self.clients[item.model], item.lookup)
                 return self.result(item, scored)
             except Exception as exc:  # noqa: BLE001 - the model side failed: retried, then dead-lettered
                 if stopping is not None and stopping.is_set():
@@ -127,7 +144,7 @@ class JobProcessor:
         return RerankResult(
             job_id=job.job_id,
             feed=job.feed,
-            model=self.model_ref,
+            model=self.model_refs[item.model],
             ranked=ranked(job, scored, job.top_k),
             flagged=flagged(job, scored),
             cached=scored.cached,

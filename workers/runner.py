@@ -35,17 +35,18 @@ class NotReachableError(RuntimeError):
     """A service the worker needs is not there; the message says what to start."""
 
 
-def make_client(settings: Settings, direct_engine: bool = False):
-    """The worker's ScoreClient: the Serve deployment handle, or an in-process engine (``--direct-engine``).
+def make_client(settings: Settings, direct_engine: bool = False) -> dict:
+    """The worker's ScoreClients, one per served model key: Serve deployment handles, or in-process engines
+    (``--direct-engine``).
 
-    Proves the model side answers (one ``info()`` call) before the worker says it is ready.
+    Proves the model side answers (one ``info()`` call per model) before the worker says it is ready.
     """
     from serve_app.scoring.client import EngineScoreClient, ServeScoreClient
 
     if direct_engine:
         from serve_app.engine import load_engine
 
-        return EngineScoreClient(load_engine(settings.model))
+        return {key: EngineScoreClient(load_engine(settings.model.spec(key))) for key in settings.model.keys}
     import ray
 
     address = settings.serve.ray_address or "auto"
@@ -55,15 +56,19 @@ def make_client(settings: Settings, direct_engine: bool = False):
             ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
         from serve_app.runtime import get_score_handle
 
-        client = ServeScoreClient(get_score_handle(settings), settings.worker.scoring_timeout_s)
-        client.info()
+        clients = {
+            key: ServeScoreClient(get_score_handle(settings, key), settings.worker.scoring_timeout_s)
+            for key in settings.model.keys
+        }
+        for client in clients.values():
+            client.info()
     except Exception as exc:  # noqa: BLE001 - any failure here means "the Serve app is not there"
         raise NotReachableError(
             f"the Serve app {settings.serve.app_name!r} is not reachable (Ray address {address!r}: "
             f"{type(exc).__name__}: {str(exc)[:200]}). Start it first with `rerank-stream serve`, or set "
             "RERANK_SERVE_RAY_ADDRESS to the cluster that runs it."
         ) from None
-    return client
+    return clients
 
 
 def _check_listening(address: str, timeout_s: float = 3.0) -> None:

@@ -15,13 +15,13 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from schemas.messages import RerankResult
-from schemas.settings import Settings
+from schemas.settings import DEFAULT_MODEL, Settings
 from serve_app import tracing
 from serve_app.scoring import ScoreCache, ScoreClient, ScoringCore
 from workers import metrics
@@ -52,7 +52,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        client: ScoreClient,
+        client: ScoreClient | Mapping[str, ScoreClient],
         *,
         cache: ScoreCache | None = None,
         worker_id: str | None = None,
@@ -75,9 +75,10 @@ class Worker:
             cache if cache is not None else ScoreCache(settings.redis, log_interval_s=settings.worker.log_interval_s)
         )
         metrics.track_cache(self.cache)
+        clients = client if isinstance(client, Mapping) else {DEFAULT_MODEL: client}  # model key -> client
         self.processor = JobProcessor(
             settings,
-            tracing.TracedScoreClient(client),
+            {key: tracing.TracedScoreClient(c) for key, c in clients.items()},
             ScoringCore(self.cache, settings.worker.chunk_documents),
             self.worker_id,
         )
