@@ -196,6 +196,7 @@ class ApiMeta(BaseModel):
     api_version: ApiVersion
     billed_units: BilledUnits = BilledUnits()
     tokens: MetaTokens
+    warnings: list[str] | None = None
 
 
 class RerankResponse(BaseModel):

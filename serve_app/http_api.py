@@ -41,7 +41,7 @@ from schemas.http import (
     ServiceInfo,
     TeiRank,
 )
-from schemas.limits import check_limits
+from schemas.limits import check_limits, estimate_tokens
 from schemas.scoring import ModelInfo, ScoreRequest
 from schemas.settings import DEFAULT_MODEL, LimitsSettings, Settings
 from serve_app.http.auth import ApiKeyGate, ApiKeys
@@ -49,6 +49,7 @@ from serve_app.http.body_gate import JsonBodyGate
 from serve_app.http.errors import ApiError, install_error_handlers, show
 from serve_app.http.metrics import ApiMetrics
 from serve_app.http.render import Ranked, cohere_response, pair_tokens, score_response, tei_ranks
+from serve_app.http.tokens import TokenCounter
 from serve_app.playground import playground_response
 from serve_app.scoring import ScoreCache, ScoringCore
 from serve_app.scoring.client import ServeScoreClient
@@ -106,14 +107,6 @@ def _request_id(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-def _settle(task: asyncio.Future) -> None:
-    """Cancel a side task the request no longer needs; a failure it already had is marked as seen."""
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled():
-        task.exception()
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class RerankAPI:
@@ -133,6 +126,7 @@ class RerankAPI:
         handles = {DEFAULT_MODEL: reranker, **(models or {})}
         self.clients = {key: TracedScoreClient(ServeScoreClient(h, timeout)) for key, h in handles.items()}
         self.client = self.clients[DEFAULT_MODEL]
+        self.tokens = {key: TokenCounter(c.acount_tokens) for key, c in self.clients.items()}
         cache = ScoreCache(self.settings.redis, log_interval_s=self.settings.worker.log_interval_s)
         self.core = ScoringCore(cache, self.settings.worker.chunk_documents)
         self.api_metrics = ApiMetrics()
@@ -263,7 +257,11 @@ class RerankAPI:
     async def _rank(
         self, groups: list[tuple[str, list[str]]], options: ScoringOptions, *, raw: bool, refuse_long: bool = False
     ) -> Ranked:
-        """Limits, then the scoring core once per query group; token counts in one call alongside."""
+        """Limits, then the scoring core once per query group, then the token counts (at most one call).
+
+        Counted after scoring, so an accounting call never takes a replica slot its own request's scoring
+        needs; when the replicas are too busy to count, usage is estimated and says so.
+        """
         key = await self._model_key(getattr(options, "model", None))
         info, default_instruction = await self._model_info(key)
         client = self.clients[key]
@@ -273,22 +271,28 @@ class RerankAPI:
         if violation is not None and not refuse_long:
             raise ApiError(413, violation.message, limit=violation.limit)
         requests = [options.score_request(q, docs, instruction, raw=raw) for q, docs in groups]
-        unique = list(dict.fromkeys([instruction, *(q for q, _ in groups), *texts]))
-        counting = asyncio.ensure_future(self._mapped(client.acount_tokens(unique)))
-        try:
-            if refuse_long:  # "does not fit the model" first: more useful than a size limit
-                self._refuse_long(requests[0], dict(zip(unique, await counting)), info.max_length)
-                if violation is not None:
-                    raise ApiError(413, violation.message, limit=violation.limit)
-            scored = await asyncio.gather(*(self._mapped(self.core.ascore(info, client, r)) for r in requests))
-            counts = dict(zip(unique, await counting))
-        finally:
-            _settle(counting)
+        to_count = [instruction, *(q for q, _ in groups), *texts]
+        counts: dict[str, int] | None = None
+        if refuse_long:  # "does not fit the model" first: more useful than a size limit
+            counts = await self._mapped(self.tokens[key].counts(to_count))
+            self._refuse_long(requests[0], counts, info.max_length)
+            if violation is not None:
+                raise ApiError(413, violation.message, limit=violation.limit)
+        scored = await asyncio.gather(*(self._mapped(self.core.ascore(info, client, r)) for r in requests))
+        estimated = False
+        if counts is None:
+            try:
+                counts = await self._mapped(self.tokens[key].counts(to_count))
+            except ApiError as exc:
+                if exc.status not in (503, 504):
+                    raise
+                counts, estimated = {t: estimate_tokens(t) for t in to_count}, True
         cached = sum(s.cached for s in scored)
         self.api_metrics.documents.labels("cache").inc(cached)
         self.api_metrics.documents.labels("model").inc(len(texts) - cached)
         pairs = [(q, d) for q, docs in groups for d in docs]
-        return Ranked(info, list(scored), pair_tokens(counts, pairs, instruction, options.max_tokens_per_doc))
+        tokens = pair_tokens(counts, pairs, instruction, options.max_tokens_per_doc)
+        return Ranked(info, list(scored), tokens, tokens_estimated=estimated)
 
     async def _mapped(self, call: Any) -> Any:
         """Await one call to the model side, its failure modes mapped to HTTP answers."""

@@ -244,3 +244,23 @@ def test_openapi_lists_every_route_with_an_example_body(http):
             )
             assert r.status_code == 200, (path, name, r.text)
     assert "401" in posts["/v2/rerank"]["responses"]
+
+
+def test_token_counter_asks_once_per_new_text():
+    import asyncio
+
+    from serve_app.http.tokens import TokenCounter
+
+    calls: list[list[str]] = []
+
+    async def count(texts: list[str]) -> list[int]:
+        calls.append(texts)
+        return [len(t.split()) for t in texts]
+
+    counter = TokenCounter(count, capacity=3)
+    assert asyncio.run(counter.counts(["a b", "c", "a b"])) == {"a b": 2, "c": 1}
+    assert asyncio.run(counter.counts(["c", "a b"])) == {"c": 1, "a b": 2} and len(calls) == 1  # remembered
+    asyncio.run(counter.counts(["d", "e f"]))  # over capacity: "c", the least recently used, is dropped
+    assert calls[-1] == ["d", "e f"]
+    asyncio.run(counter.counts(["a b", "c"]))
+    assert calls[-1] == ["c"]

@@ -3,7 +3,8 @@
 One ``Ranked`` per request: the scores of each query group (one group, except vLLM's N:N pairs), the
 model, and the tokens read. Usage counts, with the served model's tokenizer, the instruction and the
 query once per document plus the document (capped at ``max_tokens_per_doc``); the prompt template
-is not counted. Scores come best first everywhere but ``/score``, which keeps input order as vLLM does.
+is not counted. When the replicas were too busy to count, the numbers are estimates and Cohere's
+``meta.warnings`` says so. Scores come best first everywhere but ``/score``, which keeps input order as vLLM does.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from schemas.http import (
 from schemas.scoring import ModelInfo
 from serve_app.scoring import Scored
 
+ESTIMATED = "token counts are estimates: the model replicas were too busy to count them"
+
 
 @dataclass(frozen=True)
 class Ranked:
@@ -34,6 +37,7 @@ class Ranked:
     model: ModelInfo
     groups: list[Scored]
     tokens: int
+    tokens_estimated: bool = False  # the replicas were too busy to count: about 1 token per 3 characters
 
     def usage(self) -> Usage:
         return Usage(
@@ -74,7 +78,11 @@ def cohere_response(
         )
         for i in scored.order[:top_n]
     ]
-    meta = ApiMeta(api_version=ApiVersion(version=api_version), tokens=MetaTokens(input_tokens=ranked.tokens))
+    meta = ApiMeta(
+        api_version=ApiVersion(version=api_version),
+        tokens=MetaTokens(input_tokens=ranked.tokens),
+        warnings=[ESTIMATED] if ranked.tokens_estimated else None,
+    )
     return RerankResponse(id=request_id, model=ranked.model.id, results=results, meta=meta, usage=ranked.usage())
 
 
