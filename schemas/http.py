@@ -312,7 +312,7 @@ def _example(summary: str, value: dict[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "value": value}
 
 
-RERANK_EXAMPLES: dict[str, dict[str, Any]] = {
+COHERE_BODY_EXAMPLES: dict[str, dict[str, Any]] = {
     "cohere_v2": _example(
         "Cohere v2 (ClientV2.rerank)",
         {"model": "Qwen/Qwen3-Reranker-0.6B", "query": "which fruit is yellow", "documents": _DOCS, "top_n": 2},
@@ -336,7 +336,7 @@ RERANK_EXAMPLES: dict[str, dict[str, Any]] = {
         },
     ),
 }
-TEI_EXAMPLES: dict[str, dict[str, Any]] = {
+TEI_BODY_EXAMPLES: dict[str, dict[str, Any]] = {
     "tei": _example(
         "text-embeddings-inference",
         {"query": "which fruit is yellow", "texts": _DOCS, "return_text": True, "truncation_direction": "Right"},
@@ -346,7 +346,7 @@ TEI_EXAMPLES: dict[str, dict[str, Any]] = {
         {"model": "Qwen/Qwen3-Reranker-0.6B", "query": "which fruit is yellow", "documents": _DOCS, "top_n": 1},
     ),
 }
-SCORE_EXAMPLES: dict[str, dict[str, Any]] = {
+SCORE_BODY_EXAMPLES: dict[str, dict[str, Any]] = {
     "one_to_many": _example("vLLM: one query, many documents", {"text_1": "which fruit is yellow", "text_2": _DOCS}),
     "pairs": _example(
         "vLLM: N:N pairs",

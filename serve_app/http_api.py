@@ -26,9 +26,9 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from schemas.http import (
-    RERANK_EXAMPLES,
-    SCORE_EXAMPLES,
-    TEI_EXAMPLES,
+    COHERE_BODY_EXAMPLES,
+    SCORE_BODY_EXAMPLES,
+    TEI_BODY_EXAMPLES,
     AnyRerankRequest,
     ErrorBody,
     ModelCard,
@@ -137,14 +137,14 @@ class RerankAPI:
 
     @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=_MODEL_ERRORS)
     async def rerank_v1(
-        self, request: Request, body: Annotated[RerankRequest, Body(openapi_examples=RERANK_EXAMPLES)]
+        self, request: Request, body: Annotated[RerankRequest, Body(openapi_examples=COHERE_BODY_EXAMPLES)]
     ) -> RerankResponse:
         """Cohere v1 (`cohere.Client.rerank`), Jina and vLLM; results best first."""
         return await self._cohere(request, body, "/v1/rerank", api_version="1")
 
     @api.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=_MODEL_ERRORS)
     async def rerank_v2(
-        self, request: Request, body: Annotated[RerankRequest, Body(openapi_examples=RERANK_EXAMPLES)]
+        self, request: Request, body: Annotated[RerankRequest, Body(openapi_examples=COHERE_BODY_EXAMPLES)]
     ) -> RerankResponse:
         """Cohere v2 (`cohere.ClientV2.rerank`), vLLM; results best first."""
         return await self._cohere(request, body, "/v2/rerank", api_version="2")
@@ -159,7 +159,7 @@ class RerankAPI:
         self,
         request: Request,
         response: Response,
-        body: Annotated[AnyRerankRequest, Body(openapi_examples=TEI_EXAMPLES)],
+        body: Annotated[AnyRerankRequest, Body(openapi_examples=TEI_BODY_EXAMPLES)],
     ) -> list[TeiRank] | RerankResponse:
         """text-embeddings-inference (`texts`): `[{index, score, text?}]` best first, tokens in `X-Total-Tokens`.
         A Cohere-shaped body (`documents`, as LiteLLM posts it) is answered in the Cohere shape."""
@@ -174,7 +174,7 @@ class RerankAPI:
 
     @api.post("/score", response_model=ScoreResponse, responses=_MODEL_ERRORS)
     async def score(
-        self, request: Request, body: Annotated[PairScoreRequest, Body(openapi_examples=SCORE_EXAMPLES)]
+        self, request: Request, body: Annotated[PairScoreRequest, Body(openapi_examples=SCORE_BODY_EXAMPLES)]
     ) -> ScoreResponse:
         """vLLM: `text_1` against each `text_2` (1:1, 1:N, or N:N pairs); scores in input order."""
         async with self.api_metrics.observe("/score"):
