@@ -617,6 +617,23 @@ class WorkerSettings(Section):
         ge=0,
         description="Backlog at or below which consumers stay at min_consumers (KEDA activationLagThreshold).",
     )
+    consumer_upscale_delay_s: float = Field(
+        10.0, ge=0, description="Cluster mode: sustained backlog needed before Serve adds consumer replicas, seconds."
+    )
+    consumer_downscale_delay_s: float = Field(
+        120.0, ge=0, description="Cluster mode: sustained low backlog needed before consumer replicas leave, seconds."
+    )
+    stuck_partition_s: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "Cluster mode: a partition whose committed offset has not moved this long while it has lag is left out "
+            "of the consumers' lag (KEDA excludePersistentLag), so one stuck partition cannot pin them at max."
+        ),
+    )
+    consumer_num_cpus: float = Field(
+        0.25, ge=0, description="Cluster mode: CPUs Ray reserves per consumer replica (a Kafka loop, no model)."
+    )
 
 
 class TracingSettings(Section):

@@ -22,10 +22,13 @@ from ray.serve.autoscaling_policy import replica_queue_length_autoscaling_policy
 log = logging.getLogger("ray.serve")
 
 
-def decide(queue_desired: float, lag: int | None, lag_per_replica: int, lo: int, hi: int) -> tuple[int, str]:
-    """Desired replicas within [lo, hi] and which signal drove the decision."""
+def decide(
+    queue_desired: float, lag: int | None, lag_per_replica: int, lo: int, hi: int, activation_lag: int = 0
+) -> tuple[int, str]:
+    """Desired replicas within [lo, hi] and which signal drove the decision. A backlog at or below
+    ``activation_lag`` asks for nothing (KEDA's activationLagThreshold)."""
     desired, reason = math.ceil(queue_desired), "queue"
-    if lag is not None:
+    if lag is not None and lag > activation_lag:
         lag_desired = math.ceil(lag / lag_per_replica)
         if lag_desired > desired:
             desired, reason = lag_desired, "lag"
@@ -82,8 +85,8 @@ class QueueDepthLagPolicy:
                 self._source.close()
             time.sleep(self.poll_interval_s)
 
-    def current_lag(self) -> int | None:
-        """Latest fresh total lag, or None (no Kafka, no reading yet, or stale)."""
+    def current_reading(self) -> Any:
+        """Latest fresh LagReading, or None (no Kafka, no reading yet, or stale)."""
         if self._source is None:
             return None
         if self._thread is None:
@@ -93,7 +96,12 @@ class QueueDepthLagPolicy:
             reading = self._reading
         if reading is None or time.time() - reading.at > self.stale_after_s:
             return None
-        return reading.total
+        return reading
+
+    def current_lag(self) -> int | None:
+        """Latest fresh total lag, or None (no Kafka, no reading yet, or stale)."""
+        reading = self.current_reading()
+        return None if reading is None else reading.total
 
     # -- the policy ---------------------------------------------------------------------------------
 
@@ -106,7 +114,7 @@ class QueueDepthLagPolicy:
         self._report(ctx, queue_desired, lag, desired, reason)
         return desired, state
 
-    def _report(self, ctx, queue_desired: float, lag: int | None, desired: int, reason: str) -> None:
+    def _report(self, ctx, queue_desired: float, lag: int | None, desired: int, reason: str, **extra: Any) -> None:
         decision = {
             "at": time.time(),
             "current": ctx.current_num_replicas,
@@ -115,6 +123,7 @@ class QueueDepthLagPolicy:
             "lag": lag,
             "desired": desired,
             "reason": reason,
+            **extra,
         }
         self.decisions = (self.decisions + [decision])[-100:]
         if (desired, reason) != self._last:
@@ -124,16 +133,79 @@ class QueueDepthLagPolicy:
             if self._gauges is None:
                 from ray.util.metrics import Gauge
 
+                tags = ("deployment",)  # the Reranker's policy and the consumers' run in the same controller
                 self._gauges = {
-                    "lag": Gauge("rerank_autoscaler_kafka_lag", "Kafka backlog seen by the autoscaling policy (jobs)."),
-                    "desired": Gauge("rerank_autoscaler_desired_replicas", "Replicas the policy asks for."),
+                    "lag": Gauge(
+                        "rerank_autoscaler_kafka_lag",
+                        "Kafka backlog seen by the autoscaling policy (jobs).",
+                        tag_keys=tags,
+                    ),
+                    "desired": Gauge(
+                        "rerank_autoscaler_desired_replicas", "Replicas the policy asks for.", tag_keys=tags
+                    ),
                     "queue": Gauge(
-                        "rerank_autoscaler_queue_desired_replicas", "Replicas the queue depth alone asks for."
+                        "rerank_autoscaler_queue_desired_replicas",
+                        "Replicas the queue depth alone asks for.",
+                        tag_keys=tags,
                     ),
                 }
-            self._gauges["desired"].set(desired)
-            self._gauges["queue"].set(float(queue_desired))
+            tag = {"deployment": str(getattr(ctx, "deployment_name", "?"))}
+            self._gauges["desired"].set(desired, tags=tag)
+            self._gauges["queue"].set(float(queue_desired), tags=tag)
             if lag is not None:
-                self._gauges["lag"].set(lag)
+                self._gauges["lag"].set(lag, tags=tag)
         except Exception:  # noqa: BLE001 - metrics are best effort (e.g. outside a Ray worker)
             pass
+
+
+class StuckPartitions:
+    """Partitions whose committed offset has not moved for ``after_s`` while they have lag (KEDA's
+    excludePersistentLag, with a time window instead of one reading): more consumers cannot help them,
+    so their backlog must not pin the consumer count at its maximum."""
+
+    def __init__(self, after_s: float):
+        self.after_s = after_s
+        self._since: dict[tuple[str, int], tuple[int | None, float]] = {}  # partition -> (committed, since)
+
+    def update(self, lags: dict[tuple[str, int], int], committed: dict, now: float) -> set[tuple[str, int]]:
+        stuck = set()
+        for tp, lag in lags.items():
+            if lag <= 0:
+                self._since.pop(tp, None)
+                continue
+            position = committed.get(tp)
+            seen = self._since.get(tp)
+            if seen is None or seen[0] != position:
+                self._since[tp] = (position, now)
+            elif now - seen[1] >= self.after_s:
+                stuck.add(tp)
+        return stuck
+
+
+class ConsumerLagPolicy(QueueDepthLagPolicy):
+    """Autoscaling of the Kafka consumers themselves (workers/consumer_deployment.py): they get no
+    requests, so the backlog alone decides: ``ceil(lag / lag_per_replica)`` consumers within
+    [min, max], never more than the input partitions (a consumer beyond them would idle), none asked
+    for at or below ``activation_lag``, persistently stuck partitions left out. Without a fresh
+    reading the count is held (a broker outage is no reason to add or remove consumers)."""
+
+    def __init__(self, *, activation_lag: int = 0, stuck_after_s: float = 120.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.activation_lag = activation_lag
+        self.stuck = StuckPartitions(stuck_after_s)
+
+    def __call__(self, ctx) -> tuple[float, dict[str, Any]]:
+        reading = self.current_reading()
+        current = ctx.current_num_replicas
+        if reading is None:
+            return current, ctx.policy_state
+        # Nobody consumes at 0 replicas: every partition would look stuck, and nothing would start.
+        stuck = self.stuck.update(reading.partitions, reading.committed, reading.at) if current else set()
+        lag = reading.total - sum(reading.partitions[tp] for tp in stuck)
+        lo = getattr(ctx, "capacity_adjusted_min_replicas", 0) or 0
+        hi = getattr(ctx, "capacity_adjusted_max_replicas", None) or max(current, 1)
+        if reading.partitions:
+            hi = min(hi, len(reading.partitions))
+        desired, _ = decide(0.0, lag, self.lag_per_replica, lo, max(lo, hi), self.activation_lag)
+        self._report(ctx, 0.0, lag, desired, "lag" if lag > self.activation_lag else "idle", stuck=sorted(stuck))
+        return desired, ctx.policy_state

@@ -20,6 +20,7 @@ class LagReading:
     total: int
     partitions: dict[tuple[str, int], int] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
+    committed: dict[tuple[str, int], int | None] = field(default_factory=dict)  # None: never committed
 
 
 class KafkaLagSource:
@@ -60,12 +61,13 @@ class KafkaLagSource:
         committed = admin.list_group_offsets(self.group_id).get(self.group_id, {})
         end = consumer.end_offsets(tps)
         begin = consumer.beginning_offsets(tps)
-        lags = {}
+        lags, positions = {}, {}
         for tp in tps:
             om = committed.get(tp)
-            start = om.offset if om is not None and om.offset >= 0 else begin[tp]
-            lags[(tp.topic, tp.partition)] = max(0, end[tp] - start)
-        return LagReading(sum(lags.values()), lags)
+            done = om.offset if om is not None and om.offset >= 0 else None
+            lags[(tp.topic, tp.partition)] = max(0, end[tp] - (begin[tp] if done is None else done))
+            positions[(tp.topic, tp.partition)] = done
+        return LagReading(sum(lags.values()), lags, committed=positions)
 
     def close(self) -> None:
         for client in (self._admin, self._consumer):

@@ -74,7 +74,9 @@ def test_the_rule_checker_can_fail(tmp_path):
     assert _imports("serve_app.scoring.mod", bad) == {"torch", "workers.worker", "serve_app.scoring.engine"}
 
 
-@pytest.mark.parametrize("module", ["workers.worker", "workers.runner", "workers.demo", "serve_app.scoring"])
+@pytest.mark.parametrize(
+    "module", ["workers.worker", "workers.runner", "workers.demo", "workers.consumer_deployment", "serve_app.scoring"]
+)
 def test_worker_side_imports_load_no_torch(module):
     code = f"import sys, {module}; bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

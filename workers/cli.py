@@ -16,6 +16,10 @@ from schemas.settings import ConfigError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve_app.runtime", "Start Ray and the Serve app (reranker replicas + HTTP API)."),
     "worker": ("workers.runner", "Run the Kafka worker (standalone, or N Ray actors with --ray)."),
+    "consumers": (
+        "workers.consumer_deployment",
+        "Cluster mode: Kafka consumers as Ray Serve replicas that scale on the group's lag (joins serve.ray_address).",
+    ),
     "dlq": ("workers.redrive", "Dead letters: list, show, replay after a fix (dry run unless --yes)."),
     "demo": ("workers.demo", "End-to-end demo on local Kafka + Redis + Ray Serve."),
     "schema": ("schemas.export", "Write the JSON Schemas of the wire models."),
