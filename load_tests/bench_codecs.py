@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "avg_message_bytes": {k: round(raw[k] / args.messages) for k in kinds},
         "messages": args.messages,
         "reps": args.reps,
-        "producer": "workers.kafka_io.make_producer (kafka-python, acks=all, linger_ms=5, batch_size default)",
+        "producer": "workers.kafka_io.make_producer (kafka-python, acks=all, linger_ms=0, batch_size default)",
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

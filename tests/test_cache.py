@@ -7,7 +7,7 @@ import time
 import pytest
 
 from schemas.settings import RedisSettings
-from serve_app.scoring.cache import CacheQuery, ScoreCache, cache_key, decode_score, encode_score
+from serve_app.scoring.cache import CacheQuery, ScoreCache, cache_key, cache_keys, decode_score, encode_score
 from tests.support.net import free_port
 
 DOCS = ["ein Fahrrad", "a bicycle", "un vélo", ""]
@@ -35,6 +35,19 @@ def test_key_is_length_prefixed_so_concatenations_do_not_collide():
     # every part matters
     assert cache_key("p:", "m2", "k", "ins", "ab", "c") != a
     assert cache_key("p:", "m", "k2", "ins", "ab", "c") != a
+
+
+def test_keys_of_a_job_equal_the_single_keys_and_never_change():
+    """cache_keys hashes a job's shared parts once: same bytes as cache_key, and the same keys as before that
+    (golden values), so scores cached by an older worker are still found."""
+    docs = ["doc", "", "ünïcode 🙂", "doc"]
+    for mode in ("", "chunk:start:-"):
+        assert cache_keys("p:", "fp", "seq-cls", "ins", "q", docs, mode) == [
+            cache_key("p:", "fp", "seq-cls", "ins", "q", d, mode) for d in docs
+        ]
+    assert cache_key("p:", "fp", "seq-cls", "ins", "q", "doc").hex() == "703acb9e0391163e254dedf7220aa5f32933"
+    chunked = cache_key("p:", "fp", "seq-cls", "ins", "q", "doc", "chunk:start:-")
+    assert chunked.hex() == "703ad36316a888f4a2905602cc49841eb0b2"
 
 
 def test_value_round_trip_is_exact():

@@ -68,7 +68,9 @@ def make_producer(settings: Settings, **overrides: Any):
         settings.kafka.client_options(),
         acks="all",
         enable_idempotence=True,  # broker de-duplicates producer retries
-        linger_ms=5,
+        # No linger: a result goes out as soon as the sender thread is free (a cached job's whole path is a few ms);
+        # under load, records that arrive while a request is in flight still share the next batch.
+        linger_ms=0,
         compression_type=None if settings.kafka.compression_type == "none" else settings.kafka.compression_type,
     )
     opts.update(overrides)
