@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 PYTEST_ARGS ?=
 
-.PHONY: install lock lint test demo manifests services-start services-stop services-status bench-engine bench-peers bench-serve bench-pipeline bench-codecs load-smoke perf-docs clean
+.PHONY: install lock lint test demo manifests services-start services-stop services-status bench-engine bench-peers bench-serve bench-pipeline bench-priority bench-codecs load-smoke perf-docs clean
 
 install: $(VENV)/.installed
 
@@ -62,6 +62,9 @@ bench-pipeline: install
 bench-peers: install
 	$(PY) -m pip install -q -c requirements.lock -e '.[peers]'
 	$(PY) -m load_tests.bench_peers --quick --save
+
+bench-priority: install
+	deploy/local/with-services.sh $(PY) -m load_tests.bench_priority --quick --save
 
 bench-codecs: install
 	deploy/local/with-services.sh $(PY) -m load_tests.bench_codecs --save

@@ -36,6 +36,15 @@ SECTIONS = [
         "make bench-pipeline",
         "`python -m load_tests.bench_pipeline --quick --save`: targets efficiency >= 0.85, replay_jobs_per_s >= 500, lost = 0.",
     ),
+    (
+        "priority",
+        "Moderation before recommendation (feed priority under a saturating burst)",
+        "make bench-priority",
+        "`python -m load_tests.bench_priority --quick --save`: moderation jobs (4 documents, 5/s) alone, then during "
+        "a recommendation burst (20-document jobs, more than the replica scores); one replica of the packaged "
+        "all-MiniLM-L6-v2 on 1 CPU, a worker subprocess, cache off; with the moderation priority on and off. "
+        "ratio = burst p99 / unloaded p99 with the priority; goal ratio <= 2.",
+    ),
 ]
 LOAD_PROFILES = ("smoke", "steady", "burst", "zipf")
 

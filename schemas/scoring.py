@@ -37,6 +37,9 @@ class ScoreRequest:
     truncation_direction: TruncationDirection = "right"
     max_tokens_per_doc: int | None = None
     long_documents: LongDocuments = "truncate"
+    # Higher is scored first when a replica is saturated (serve_app/priority_batching.py): the feed's
+    # kafka.feeds.<feed>.priority on the Kafka side. Not part of the cache key.
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if self.truncation_direction not in TRUNCATION_DIRECTIONS:

@@ -172,6 +172,10 @@ class FeedSettings(Section):
     long_documents: Literal["truncate", "chunk"] = "truncate"
     # The model of jobs that name none (a name of model.* or model.extra_models); None = the default model.
     model: str | None = None
+    # Higher is scored first when the replicas are saturated (the built-in moderation feed: 1).
+    priority: int = 0
+    # Jobs of this feed scored at once per worker (its own budget; None = worker.max_in_flight).
+    max_in_flight: int | None = Field(None, ge=1)
 
 
 DEFAULT_FEEDS: dict[str, FeedSettings] = {
@@ -185,6 +189,7 @@ DEFAULT_FEEDS: dict[str, FeedSettings] = {
             "Given a content policy, judge whether the text violates the policy and must be flagged for review"
         ),
         long_documents="chunk",
+        priority=1,
     ),
 }
 
@@ -199,8 +204,10 @@ class KafkaSettings(Section):
     feeds: dict[str, FeedSettings] = Field(
         default_factory=lambda: dict(DEFAULT_FEEDS),
         description=(
-            "Feeds as JSON: name -> {topic, instruction, long_documents}. One input topic per feed. long_documents "
-            "(truncate | chunk, default truncate; the built-in moderation feed: chunk) applies to jobs that bring none."
+            "Feeds as JSON: name -> {topic, instruction, long_documents, model, priority, max_in_flight}. One input "
+            "topic per feed. long_documents (truncate | chunk, default truncate; the built-in moderation feed: chunk) "
+            "and model (default: model.model) apply to jobs that bring none; priority (higher first when the replicas "
+            "are saturated; built-in moderation 1, others 0); max_in_flight: the feed's own budget (worker.max_in_flight)."
         ),
     )
     results_topic: str = Field("rerank.results", description="Output topic of ranked results, keyed by job_id.")
@@ -467,7 +474,17 @@ class ServeSettings(Section):
     lag_poll_interval_s: float = Field(
         2.0, gt=0, description="How often the autoscaling policy reads consumer lag, seconds."
     )
-    max_batch_size: int = Field(8, ge=1, description="Jobs merged into one @serve.batch call.")
+    max_batch_size: int = Field(
+        8, ge=1, description="Jobs merged into one engine call (one priority per batch, highest waiting first)."
+    )
+    max_batch_documents: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Documents in one replica batch (unset: no cap). Batches are not preempted: a lower cap shortens how long "
+            "a high-priority job waits behind a computing batch of a bulk feed, at some throughput."
+        ),
+    )
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill, seconds.")
     max_ongoing_requests: int | None = Field(
         None,
@@ -579,7 +596,14 @@ class LimitsSettings(Section):
 
 class WorkerSettings(Section):
     worker_id: str | None = Field(None, description="Worker identity in results and metrics; default host:pid.")
-    max_in_flight: int = Field(16, ge=1, description="Jobs scored concurrently per worker; partitions pause beyond it.")
+    max_in_flight: int = Field(
+        16,
+        ge=1,
+        description=(
+            "Jobs of one feed scored concurrently per worker (each feed its own budget, kafka.feeds.<feed>.max_in_flight "
+            "overrides); that feed's partitions pause beyond it, the other feeds keep going."
+        ),
+    )
     chunk_documents: int = Field(128, ge=1, description="Documents per Serve call; larger jobs are split.")
     scoring_retries: int = Field(
         3, ge=0, description="Retries of a failed scoring call before the job is dead-lettered."

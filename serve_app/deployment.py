@@ -1,9 +1,11 @@
 """The ``Reranker`` deployment: one replica = one model copy on one device.
 
 Concurrent jobs (a job = one query and its document list, never a single document) are merged
-by ``@serve.batch`` into one ``engine.score_many`` call, where the engine's token budget forms
-the micro-batches. The forward pass runs in a one-thread executor so the event loop keeps
-accepting requests, and the next batch fills while the current one computes.
+into one ``engine.score_many`` call, where the engine's token budget forms the micro-batches. The
+batches come from ``PriorityBatcher`` (serve_app/priority_batching.py), not ``@serve.batch``: the
+highest ``ScoreRequest.priority`` waiting goes first (moderation before a recommendation burst). The
+forward pass runs in a one-thread executor so the event loop keeps accepting requests, and the next
+batch forms while the current one computes.
 """
 
 from __future__ import annotations
@@ -14,17 +16,12 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from ray import serve
-
 from schemas.scoring import ScoreResult
 from schemas.settings import DEFAULT_MODEL, Settings
 from serve_app.engine import ModelInfo, ScoreRequest, load_engine
+from serve_app.priority_batching import PriorityBatcher
 
 log = logging.getLogger("ray.serve")
-
-# Placeholders; the real values come from settings and are set per replica in __init__.
-_DEFAULT_BATCH = 8
-_DEFAULT_WAIT_S = 0.005
 
 
 def torch_threads(settings: Settings) -> int:
@@ -42,8 +39,8 @@ class Reranker:
         torch.set_num_threads(torch_threads(settings))
         # model_key: which configured model this deployment serves (model.* or one of model.extra_models)
         self.engine = load_engine(settings.model.spec(model_key))  # raises: the replica never becomes ready
-        self._batched.set_max_batch_size(settings.serve.max_batch_size)  # type: ignore[attr-defined]
-        self._batched.set_batch_wait_timeout_s(settings.serve.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        s = settings.serve
+        self._batcher = PriorityBatcher(self._batched, s.max_batch_size, s.batch_wait_timeout_s, s.max_batch_documents)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self._batch_jobs: Counter[int] = Counter()
         log.info(
@@ -56,9 +53,8 @@ class Reranker:
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         """Scores of one job's documents, in input order (chunk mode: with each one's best window)."""
-        return await self._batched(request)
+        return await self._batcher.submit(request)
 
-    @serve.batch(max_batch_size=_DEFAULT_BATCH, batch_wait_timeout_s=_DEFAULT_WAIT_S)
     async def _batched(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         self._batch_jobs[len(requests)] += 1
         loop = asyncio.get_running_loop()

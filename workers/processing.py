@@ -76,6 +76,7 @@ class JobProcessor:
             truncation_direction=job.truncation_direction,
             max_tokens_per_doc=job.max_tokens_per_doc,
             long_documents=job.long_documents or feed.long_documents,
+            priority=feed.priority,
         )
 
     def decode(self, value: bytes | None, topic: str) -> RerankJob | Rejection:

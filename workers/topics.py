@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from schemas.settings import FeedSettings, Settings
+from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def isolated_settings(base: Settings, prefix: str, run_id: str, partitions: int 
     kafka = base.kafka.model_copy(
         update={
             "feeds": {
-                name: FeedSettings(topic=f"{prefix}.{run_id}.jobs.{name}", instruction=feed.instruction)
+                name: feed.model_copy(update={"topic": f"{prefix}.{run_id}.jobs.{name}"})  # keeps priority, model, ...
                 for name, feed in base.kafka.feeds.items()
             },
             "results_topic": f"{prefix}.{run_id}.results",

@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -92,8 +93,15 @@ class Worker:
         self.counts = {"consumed": 0, "results": 0, "dead_letters": 0}
         self.lag: dict[TP, int] = {}
         self._counts_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(settings.worker.max_in_flight, thread_name_prefix="score")
-        self._queued = 0  # jobs handed to the pool and not finished
+        # Each feed its own in-flight budget and threads: a burst on one feed never takes another's slots.
+        self._budgets = {
+            name: f.max_in_flight or settings.worker.max_in_flight for name, f in settings.kafka.feeds.items()
+        }
+        self._pools = {
+            name: ThreadPoolExecutor(n, thread_name_prefix=f"score-{name}") for name, n in self._budgets.items()
+        }
+        self._feed_in_flight: Counter[str] = Counter()  # per feed, under _queued_lock
+        self._queued = 0  # jobs handed to the pools and not finished
         self._queued_lock = threading.Lock()
         self.consumer: JobConsumer | None = None
         self.publisher: Publisher | None = None
@@ -172,8 +180,9 @@ class Worker:
                 continue
             with self._queued_lock:
                 self._queued += 1
+                self._feed_in_flight[item.job.feed] += 1
             metrics.IN_FLIGHT.inc()
-            self._pool.submit(self._score, rec, item, trace)
+            self._pools[item.job.feed].submit(self._score, rec, item, trace)
 
     def _score(self, rec: Record, item: Admitted, trace: JobTrace) -> None:
         """Pool thread: score one job's misses, publish its outcome (None = stopping: redelivered)."""
@@ -189,6 +198,7 @@ class Worker:
         finally:
             with self._queued_lock:
                 self._queued -= 1
+                self._feed_in_flight[item.job.feed] -= 1
             metrics.IN_FLIGHT.dec()
 
     @staticmethod
@@ -301,14 +311,16 @@ class Worker:
         self.assignment = frozenset()
 
     def _apply_backpressure(self) -> None:
+        """Per feed: its partitions pause at its in-flight budget and resume below half of it."""
         assert self.consumer is not None
         with self._queued_lock:
-            queued = self._queued
-        limit = self.settings.worker.max_in_flight
-        if queued >= limit:
-            self.consumer.pause_all()
-        elif queued <= limit // 2:
-            self.consumer.resume_all()
+            in_flight = dict(self._feed_in_flight)
+        for feed, budget in self._budgets.items():
+            topic = {self.settings.kafka.feeds[feed].topic}
+            if in_flight.get(feed, 0) >= budget:
+                self.consumer.pause_topics(topic)
+            elif in_flight.get(feed, 0) <= budget // 2:
+                self.consumer.resume_topics(topic)
 
     def _drain(self) -> bool:
         """Wait until no job is in flight (transactional commits); False when the worker failed."""
@@ -317,7 +329,8 @@ class Worker:
         return self.fatal is None
 
     def _close(self) -> None:
-        self._pool.shutdown(wait=True)  # in-flight jobs finish and are published
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)  # in-flight jobs finish and are published
         try:
             if self.checkpoint is not None:
                 self.checkpoint.close(ok=self.fatal is None)
