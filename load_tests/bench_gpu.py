@@ -106,6 +106,15 @@ def random_engine(size: str, tokenizer, budget: int) -> RerankEngine:
     return RerankEngine(info, scorer, tokenizer)
 
 
+def compile_stack(engine: RerankEngine) -> bool:
+    """torch.compile the lean decoder pass (fuses the elementwise glue); False when the kind has none."""
+    stack = getattr(getattr(engine._scorer, "runner", None), "stack", None)  # type: ignore[attr-defined]
+    if stack is None:
+        return False
+    stack._run = torch.compile(stack._run, dynamic=True)
+    return True
+
+
 def measure(engine: RerankEngine, tokenizer, runs: int, sat_jobs: int, rng: random.Random) -> dict:
     job = documents_near(tokenizer, 100, 224, 288, rng)
     lat, lat_max = median_ms(lambda: engine.score(QUERY, job, INSTRUCTION), runs)
@@ -135,6 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", default="16384,32768,65536", help="max_batch_tokens values tried on 0.6B")
     ap.add_argument("--runs", type=int, default=10, help="timed one-job runs per point (median reported)")
     ap.add_argument("--saturation-jobs", type=int, default=16)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the decoder pass (experimental)")
     ap.add_argument("--save", action="store_true", help="write load_tests/results/gpu-<UTC timestamp>.json")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -149,6 +159,8 @@ def main(argv=None) -> int:
             torch.cuda.reset_peak_memory_stats()
             settings = ModelSettings(model=str(model_dir(28)), device="cuda", dtype="bfloat16", max_batch_tokens=budget)
             engine = load_engine(settings)
+            if args.compile:
+                result["compiled"] = compile_stack(engine)
             tokenizer = engine._tokenizer  # type: ignore[attr-defined]
             point = measure(engine, tokenizer, args.runs, args.saturation_jobs, random.Random(0))
             point["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -171,6 +183,8 @@ def main(argv=None) -> int:
             tokenizer = AutoTokenizer.from_pretrained(model_dir(28))
         torch.cuda.reset_peak_memory_stats()
         engine = random_engine(size, tokenizer, budgets[-1])
+        if args.compile:
+            compile_stack(engine)
         point = measure(engine, tokenizer, args.runs, max(4, args.saturation_jobs // 4), random.Random(0))
         point["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result[size] = point
