@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from serve_app.engine.batching import common_prefix_length, pad_left, pad_right, plan_micro_batches
+from serve_app.engine.batching import MAX_PADDING, common_prefix_length, pad_left, pad_right, plan_micro_batches
 
 
 def test_plan_covers_every_index_once_within_budget():
@@ -16,14 +16,15 @@ def test_plan_covers_every_index_once_within_budget():
     for b in batches:
         assert len(b) * max(lengths[i] for i in b) <= 2048
         padded = len(b) * max(lengths[i] for i in b)
-        assert len(b) == 1 or padded - sum(lengths[i] for i in b) <= 0.2 * padded  # little padding
+        assert len(b) == 1 or padded - sum(lengths[i] for i in b) <= MAX_PADDING * padded  # little padding
     maxima = [max(lengths[i] for i in b) for b in batches]
     assert maxima == sorted(maxima)  # shortest first
 
 
 def test_a_job_that_fits_the_budget_is_still_split_by_length():
-    lengths = [16, 20, 24, 500, 510]
+    lengths = [20, 21, 22, 500, 510]
     assert plan_micro_batches(lengths, 100_000) == [[0, 1, 2], [3, 4]]
+    assert plan_micro_batches([16, 20, 24], 100_000) == [[0, 1], [2]]  # 24 would make a sixth of the batch padding
     assert plan_micro_batches([100] * 10, 100_000) == [list(range(10))]  # equal lengths: one batch
 
 

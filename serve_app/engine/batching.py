@@ -14,7 +14,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def plan_micro_batches(lengths: Sequence[int], max_batch_tokens: int, max_padding: float = 0.2) -> list[list[int]]:
+# Measured on CPU (2 threads, jobs of 50 documents of 16-480 tokens, MiniLM cross-encoder; interleaved medians):
+# caps of 0.05-0.1 were fastest (fp32 16.5-16.7 docs/s, bf16 ~37), 0.2 gave 13.1 / 28, 1.0 (no cap) 14.6 fp32;
+# more, smaller forward passes cost less than the padding they avoid. 0.0 (one length per pass) was slowest.
+MAX_PADDING = 0.1
+
+
+def plan_micro_batches(
+    lengths: Sequence[int], max_batch_tokens: int, max_padding: float = MAX_PADDING
+) -> list[list[int]]:
     """Group item indices into batches, shortest first, each with rows*max_len <= max_batch_tokens
     and at most ``max_padding`` of its padded tokens being padding.
 
