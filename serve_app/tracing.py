@@ -177,4 +177,3 @@ class TracedScoreClient:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
-

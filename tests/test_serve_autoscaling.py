@@ -163,7 +163,9 @@ FAST = dict(
 def test_serve_scales_up_under_load_and_back_down(extra_app):
     # Upscale on the first decision: on a loaded 2-core box Serve's request total flickers between
     # the real queue and 0 from tick to tick (stale handle reports), which resets any upscale delay.
-    app = extra_app("scale", target_ongoing_requests=1, max_batch_size=1, **{**FAST, "upscale_delay_s": 0, "look_back_period_s": 5})
+    app = extra_app(
+        "scale", target_ongoing_requests=1, max_batch_size=1, **{**FAST, "upscale_delay_s": 0, "look_back_period_s": 5}
+    )
     handle = app.handle()
     stop = threading.Event()
     errors: list[BaseException] = []
