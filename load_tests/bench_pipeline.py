@@ -1,9 +1,13 @@
 """Pipeline efficiency: the same jobs scored (a) by direct engine calls in this process, (b) through
-Kafka -> worker -> Serve -> Redis -> Kafka with a cold cache, (c) replayed with every score cached.
+Kafka -> worker -> Serve -> Redis -> Kafka with a cold cache, (c) replayed with every score cached,
+all at once (throughput) and (d) paced at ``--cached-rate`` jobs/s (end-to-end latency of cached jobs).
 
 Same model (the packaged all-MiniLM-L6-v2), same machine, same run; the Serve replica gets every
-core (one replica, ``num_cpus`` = cores), as the engine does in (a). Jobs have 20 documents.
-The LAST stdout line is one JSON object.
+core (one replica, ``num_cpus`` = cores), as the engine does in (a). The baseline (a) batches jobs
+across jobs exactly as the replica's ``@serve.batch`` does (``engine.score_many`` over
+``serve.max_batch_size`` jobs), so ``efficiency`` = (a) / (b) measures the pipeline's overhead, not
+batching; (a) runs before and after (b) and its mean is used, so load drift hits both sides.
+Jobs have 20 documents. The LAST stdout line is one JSON object.
 
     python -m load_tests.bench_pipeline [--quick] [--save]
 """
@@ -11,9 +15,11 @@ The LAST stdout line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -41,9 +47,11 @@ def make_jobs(n: int, docs: int, run_id: str, seed: int = 0):
 
 
 def through_pipeline(pipe, collector, jobs) -> tuple[float, list[float], dict]:
-    """Produce all jobs at once; seconds from the first send to the last outcome, and latencies."""
+    """Produce all jobs at once (serialised beforehand); seconds from the first send to the last outcome, and
+    latencies."""
+    prepared = [(j.job_id, pipe.prepare(j)) for j in jobs]
     t0 = time.perf_counter()
-    sent = {j.job_id: pipe.produce(j).created_at for j in jobs}
+    sent = {job_id: pipe.send_prepared(p) for job_id, p in prepared}
     pipe.flush()
     ok = collector.wait_for(set(sent), 300)
     elapsed = time.perf_counter() - t0
@@ -53,12 +61,55 @@ def through_pipeline(pipe, collector, jobs) -> tuple[float, list[float], dict]:
     return elapsed, latencies, sent
 
 
+def paced(pipe, collector, jobs, rate: float) -> list[float]:
+    """Send jobs at ``rate`` per second (not all at once); end-to-end latencies in ms."""
+    t0 = time.perf_counter()
+    sent = {}
+    for i, job in enumerate(jobs):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent[job.job_id] = pipe.produce(job).created_at
+    pipe.flush()
+    collector.wait_for(set(sent), 120)
+    return [collector.outcomes[j].arrived_ms - c for j, c in sent.items() if j in collector.outcomes]
+
+
+def engine_baseline(engine, jobs, settings) -> tuple[float, int]:
+    """(seconds, batches) for the jobs scored as the pipeline scores them, minus the pipeline: the worker's
+    requests (``JobProcessor.request_for``: feed instruction, long-document mode, priority), all queued at
+    once in the replica's own ``PriorityBatcher`` (serve.max_batch_size, serve.max_batch_documents, one
+    priority per batch), one ``engine.score_many`` per batch, in this process."""
+    from serve_app.priority_batching import PriorityBatcher
+    from serve_app.scoring import ScoringCore
+    from serve_app.scoring.client import EngineScoreClient
+    from workers.processing import JobProcessor
+
+    processor = JobProcessor(settings, EngineScoreClient(engine), ScoringCore(None), "baseline")
+    requests = [processor.request_for(j) for j in jobs]
+    serve = settings.serve
+
+    async def run(batch):
+        return engine.score_many(batch)
+
+    async def score_all() -> int:
+        batcher = PriorityBatcher(run, serve.max_batch_size, 0.0, serve.max_batch_documents)
+        await asyncio.gather(*(batcher.submit(r) for r in requests))
+        return batcher.batches
+
+    t0 = time.perf_counter()
+    batches = asyncio.run(score_all())
+    return time.perf_counter() - t0, batches
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 jobs cold, 1,000 replayed (< 3 min)")
     ap.add_argument("--jobs", type=int)
     ap.add_argument("--docs", type=int, default=20)
     ap.add_argument("--save", action="store_true", help="write load_tests/results/pipeline-<timestamp>.json")
+    ap.add_argument("--cached-rate", type=float, default=200.0, help="jobs/s of the paced all-cached replay (d)")
+    ap.add_argument("--cached-seconds", type=float, help="length of (d) (default 5 quick, 20 full)")
     args = ap.parse_args(argv)
     n = args.jobs or (200 if args.quick else 1000)
     replays = 5
@@ -102,47 +153,63 @@ def main(argv: list[str] | None = None) -> int:
     )
     jobs = make_jobs(n, args.docs, run_id)
     docs = n * args.docs
-    instructions = {name: f.instruction for name, f in settings.kafka.feeds.items()}
 
     engine = load_engine(settings.model)
     torch.set_num_threads(cores)
-    engine.score("warm up", ["warm up"] * 4)
-    t0 = time.perf_counter()
-    for job in jobs:
-        engine.score(job.query, [c.text for c in job.candidates], instructions[job.feed])
-    engine_s = time.perf_counter() - t0
-    del engine
-    print(f"(a) engine:   {docs / engine_s:8.1f} docs/s ({engine_s * 1000 / n:.1f} ms per job)", flush=True)
+    warm = make_jobs(40, args.docs, f"{run_id}-warm", seed=99)  # both sides warm up on these (kernels, shapes)
+    engine_baseline(engine, warm, settings)
+    first, batches = engine_baseline(engine, jobs, settings)
+    engine_runs = [first]
+    print(f"(a) engine:   {docs / first:8.1f} docs/s ({n / batches:.1f} jobs per score_many call)", flush=True)
 
     with LocalPipeline(settings) as pipe:
         collector = Collector(settings).start()
-        through_pipeline(pipe, collector, make_jobs(8, args.docs, f"{run_id}-warm", seed=99))  # warm-up
+        through_pipeline(pipe, collector, warm)  # warm-up
         pipe_s, pipe_lat, sent = through_pipeline(pipe, collector, jobs)
         print(f"(b) pipeline: {docs / pipe_s:8.1f} docs/s, p50 {percentile(pipe_lat, 50):.0f} ms", flush=True)
+        engine_runs.append(engine_baseline(engine, jobs, settings)[0])  # Serve idle now: same conditions
+        print(f"(a) engine:   {docs / engine_runs[1]:8.1f} docs/s (again, after the pipeline)", flush=True)
+        del engine
         replay = [j.model_copy(update={"job_id": f"{j.job_id}-r{r}"}) for r in range(replays) for j in jobs]
         replay_s, replay_lat, replay_sent = through_pipeline(pipe, collector, replay)
         print(
             f"(c) replay:   {len(replay) / replay_s:8.1f} jobs/s, p99 {percentile(replay_lat, 99):.0f} ms", flush=True
         )
+        seconds = args.cached_seconds or (5.0 if args.quick else 20.0)
+        count = int(args.cached_rate * seconds)
+        steady = [jobs[i % n].model_copy(update={"job_id": f"{jobs[i % n].job_id}-p{i}"}) for i in range(count)]
+        cached_lat = paced(pipe, collector, steady, args.cached_rate)
+        print(
+            f"(d) cached at {args.cached_rate:.0f} jobs/s: p50 {percentile(cached_lat, 50):.1f} ms, "
+            f"p99 {percentile(cached_lat, 99):.1f} ms",
+            flush=True,
+        )
         collector.stop()
+        replay_sent = {**replay_sent, **{j.job_id: 0 for j in steady}}
         produced = set(sent) | set(replay_sent)
         outcomes = {j: o for j, o in collector.outcomes.items() if j in produced}
         cached = sum(o.cached for j, o in outcomes.items() if j in replay_sent)
 
+    engine_s = statistics.mean(engine_runs)
     result = {
         "engine_docs_per_s": round(docs / engine_s, 1),
         "pipeline_docs_per_s": round(docs / pipe_s, 1),
         "efficiency": round(engine_s / pipe_s, 3),
         "replay_jobs_per_s": round(len(replay) / replay_s, 1),
         "replay_p99_ms": round(percentile(replay_lat, 99), 1),
+        "cached_p50_ms": round(percentile(cached_lat, 50), 1),
+        "cached_p99_ms": round(percentile(cached_lat, 99), 1),
+        "cached_rate_jobs_per_s": args.cached_rate,
         "lost": len(produced) - len(outcomes),
         "pipeline_p50_ms": round(percentile(pipe_lat, 50), 1),
-        "replay_cache_hit_ratio": round(cached / (len(replay) * args.docs), 4),
+        "replay_cache_hit_ratio": round(cached / ((len(replay) + len(steady)) * args.docs), 4),
         "dead_letters": sum(1 for o in outcomes.values() if o.dead_letter),
         "duplicates": collector.duplicates,
         "jobs": n,
         "docs_per_job": args.docs,
         "replayed_jobs": len(replay),
+        "engine_runs_docs_per_s": [round(docs / s, 1) for s in engine_runs],
+        "engine_jobs_per_call": round(n / batches, 2),
         "model": "all-MiniLM-L6-v2 (packaged)",
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
