@@ -449,6 +449,13 @@ class ServeSettings(Section):
     route_prefix: str = Field("/", description="HTTP route prefix of the app.")
     ray_address: str | None = Field(None, description="Address of an existing Ray cluster; unset starts a local one.")
     include_dashboard: bool = Field(False, description="Start the Ray dashboard (costs ~900 MB RSS).")
+    proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = Field(
+        "EveryNode",
+        description=(
+            "Where Serve runs HTTP proxies. HeadOnly for several Ray nodes on one machine (deploy/local/ray.sh): "
+            "their proxies would all bind serve.http_port."
+        ),
+    )
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per replica.")
     num_gpus: float | None = Field(
         None, ge=0, description="GPUs per replica; unset = 1 when CUDA is present, else 0. Fractions share a GPU."

@@ -51,7 +51,10 @@ def start(settings: Settings, *, timeout_s: float = 600) -> Started:
     started = Started(settings.serve.app_name, started_ray)
     t0 = time.monotonic()
     try:
-        serve.start(http_options={"host": settings.serve.http_host, "port": settings.serve.http_port})
+        serve.start(
+            http_options={"host": settings.serve.http_host, "port": settings.serve.http_port},
+            proxy_location=settings.serve.proxy_location,
+        )
         serve.run(build_app(settings), name=settings.serve.app_name, route_prefix=settings.serve.route_prefix)
         _wait_running(settings, timeout_s - (time.monotonic() - t0))
     except BaseException:
