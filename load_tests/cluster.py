@@ -1,5 +1,6 @@
 """Cluster mode from Python, for its tests and the chaos run: the local multi-node Ray cluster
-(deploy/local/ray.sh) and the ``rerank-stream serve`` / ``consumers`` CLIs as subprocesses, plus a
+(deploy/local/ray.sh), the three-broker Kafka (deploy/local/kafka-cluster.sh) and the
+``rerank-stream serve`` / ``consumers`` CLIs as subprocesses, plus a
 look at where Serve placed replicas. The Ray-side look runs in a subprocess: a process joins one Ray
 cluster at a time, and the caller may already be in another (the test suite's own).
 
@@ -8,6 +9,7 @@ cluster at a time, and the caller may already be in another (the test suite's ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,6 +89,50 @@ class RayCluster:
         if done.returncode != 0:
             raise RuntimeError(f"placement look failed:\n{done.stderr[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class KafkaCluster:
+    """Three KRaft brokers (deploy/local/kafka-cluster.sh) with their own data, wiped by ``stop``."""
+
+    def __init__(self, state_dir: Path, base_port: int | None = None):
+        self.base_port = base_port or free_port_block()
+        self.script = Script("kafka-cluster.sh", state_dir, {"KAFKA_CLUSTER_PORT": str(self.base_port)})
+        self.bootstrap = ",".join(f"127.0.0.1:{self.base_port + i}" for i in range(3))
+
+    def start(self) -> KafkaCluster:
+        self.script("start")
+        return self
+
+    def kill_broker(self, node: int) -> None:
+        self.script("kill-broker", str(node))
+
+    def start_broker(self, node: int) -> None:
+        self.script("start-broker", str(node))
+
+    def leader(self, topic: str, partition: int) -> int:
+        return int(self.script("leader", topic, str(partition)).stdout.strip())
+
+    def stop(self) -> None:
+        self.script("reset", timeout=120, check=False)
+
+
+def free_port_block() -> int:
+    """A base port P with P..P+2 (brokers) and P+10..P+12 (controllers) free on loopback."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(40000, 60000)
+        ports = [base + i for i in (0, 1, 2, 10, 11, 12)]
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in ports:
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("no free block of ports for a local Kafka cluster")
 
 
 class Cli:

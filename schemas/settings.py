@@ -224,6 +224,22 @@ class KafkaSettings(Section):
             "the input topics have this many (never more consumers than partitions)."
         ),
     )
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Replicas of topics created in local mode: 1 on the single local broker, 3 on the three-broker "
+            "cluster (deploy/local/kafka-cluster.sh), so a broker may die."
+        ),
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "min.insync.replicas of topics created in local mode (unset = the broker's default): with acks=all a "
+            "write needs this many replicas; 2 of 3 keeps acknowledged records through one broker failure."
+        ),
+    )
     exactly_once: bool = Field(
         False,
         description="Transactional mode: results and offsets commit atomically (consumers must read_committed).",
@@ -736,6 +752,11 @@ class Settings(BaseModel):
     @field_validator("kafka")
     @classmethod
     def _heartbeat(cls, v: KafkaSettings) -> KafkaSettings:
+        if v.min_insync_replicas is not None and v.min_insync_replicas > v.replication_factor:
+            raise ValueError(
+                f"kafka.min_insync_replicas ({env_var('kafka', 'min_insync_replicas')}) = {v.min_insync_replicas} "
+                f"exceeds kafka.replication_factor ({env_var('kafka', 'replication_factor')}) = {v.replication_factor}"
+            )
         if 3 * v.heartbeat_interval_ms > v.session_timeout_ms:
             raise ValueError(
                 f"kafka.heartbeat_interval_ms ({env_var('kafka', 'heartbeat_interval_ms')}) = {v.heartbeat_interval_ms}"

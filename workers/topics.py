@@ -42,15 +42,19 @@ def ensure_topics(settings: Settings, admin=None) -> list[str]:
                 f"missing Kafka topics: {', '.join(missing)} (create them, or set "
                 "RERANK_KAFKA_AUTO_CREATE_TOPICS=true in local/test mode)"
             )
-        n = settings.kafka.topic_partitions
+        k = settings.kafka
+        n = k.topic_partitions
+        configs = {} if k.min_insync_replicas is None else {"min.insync.replicas": str(k.min_insync_replicas)}
         try:
-            admin.create_topics([NewTopic(t, n, 1) for t in missing], raise_errors=False)
+            admin.create_topics(
+                [NewTopic(t, n, k.replication_factor, topic_configs=configs) for t in missing], raise_errors=False
+            )
         except TopicAlreadyExistsError:
             pass  # another worker won the race
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not set(missing) <= set(admin.list_topics()):
             time.sleep(0.2)
-        log.info("created topics %s (%d partitions)", missing, n)
+        log.info("created topics %s (%d partitions, %d replicas)", missing, n, k.replication_factor)
         return missing
     finally:
         if own:
