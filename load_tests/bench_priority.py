@@ -167,6 +167,12 @@ class Mode:
                 return
             sent.append(self.send(job)[0])
 
+    def replica_busy_s(self) -> float:
+        """Seconds the replica has spent computing batches (its growth per second = how saturated it is)."""
+        from serve_app import runtime
+
+        return float(runtime.get_score_handle(self.settings).busy_seconds.remote().result(timeout_s=30))
+
     def __exit__(self, *exc) -> None:
         from serve_app import runtime
         from workers.topics import delete_isolated
@@ -199,16 +205,17 @@ def run_mode(priority: bool, args: argparse.Namespace, run_id: str) -> dict:
         producer.start()
         time.sleep(args.saturate_s)  # the replica's queue fills before measuring
         done_before = len(mode.collector.outcomes.keys() & set(rec_sent))
-        t0 = time.perf_counter()
+        busy_before, t0 = mode.replica_busy_s(), time.perf_counter()
         burst = mode.moderation(args.rate, args.seconds)
         elapsed = time.perf_counter() - t0
+        busy = (mode.replica_busy_s() - busy_before) / elapsed
         rec_done = len(mode.collector.outcomes.keys() & set(rec_sent)) - done_before
         stop.set()
         producer.join(10)
         backlog = len(rec_sent) - len(mode.collector.outcomes.keys() & set(rec_sent))
         print(
             f"[{label}] burst:    moderation p50 {percentile(burst, 50):.0f} ms, p99 {percentile(burst, 99):.0f} ms; "
-            f"recommendation {rec_done / elapsed:.1f} jobs/s scored, {backlog} still queued (saturated: > 0)",
+            f"recommendation {rec_done / elapsed:.1f} jobs/s scored, replica busy {busy:.0%} of the time, {backlog} queued",
             flush=True,
         )
     return {
@@ -218,6 +225,7 @@ def run_mode(priority: bool, args: argparse.Namespace, run_id: str) -> dict:
         "burst_p99_ms": round(percentile(burst, 99), 1),
         "recommendation_jobs_per_s": round(rec_done / elapsed, 2),
         "recommendation_backlog": backlog,
+        "replica_busy_ratio": round(busy, 3),
         "samples": [len(unloaded), len(burst)],
     }
 
@@ -264,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         "moderation_p50_burst_without_priority_ms": off["burst_p50_ms"],
         "recommendation_jobs_per_s": on["recommendation_jobs_per_s"],
         "recommendation_jobs_per_s_without_priority": off["recommendation_jobs_per_s"],
+        "replica_busy_ratio_burst": on["replica_busy_ratio"],
+        "replica_busy_ratio_burst_without_priority": off["replica_busy_ratio"],
         "with_priority": on,
         "without_priority": off,
         "moderation_rate_per_s": args.rate,

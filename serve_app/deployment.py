@@ -73,3 +73,7 @@ class Reranker:
     def batch_stats(self) -> dict[int, int]:
         """Jobs per batch -> number of batches, since the replica started (tests, debugging)."""
         return dict(self._batch_jobs)
+
+    def busy_seconds(self) -> float:
+        """Seconds spent computing batches since the replica started (saturation = its growth per second)."""
+        return self._batcher.busy_s

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class PriorityBatcher:
         self._arrivals = itertools.count()
         self._ready: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
+        self.busy_s = 0.0  # time spent computing batches: busy_s / elapsed = how saturated the replica is
+        self.batches = 0
 
     @property
     def queued(self) -> int:
@@ -88,6 +91,7 @@ class PriorityBatcher:
             batch = self.next_batch()
             if not batch:
                 continue
+            started = time.perf_counter()
             try:
                 results = await self._run([q.request for q in batch])
                 if len(results) != len(batch):
@@ -101,6 +105,9 @@ class PriorityBatcher:
                     if not q.future.done():
                         q.future.set_exception(exc)
                 continue
+            finally:
+                self.busy_s += time.perf_counter() - started
+                self.batches += 1
             for q, result in zip(batch, results):
                 if not q.future.done():
                     q.future.set_result(result)

@@ -56,6 +56,9 @@ def make_consumer(
         max_poll_interval_ms=30_000,
         isolation_level="read_committed",
         metadata_max_age_ms=10_000,  # notice new topics / partitions (and rebalance) within 10 s
+        # A fetch parked at the broker (no new data, up to this long) holds back every partition of that broker:
+        # a feed resumed by per-feed back-pressure would wait for it (500 ms by default) with idle threads.
+        fetch_max_wait_ms=50,
     )
     opts.update(overrides)
     return KafkaConsumer(**opts)
