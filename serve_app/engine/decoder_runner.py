@@ -37,7 +37,7 @@ class DecoderRunner:
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         self.prefix_reuse = prefix_reuse
-        self.stack = Qwen3Stack(base) if supports(base) else None  # None: the generic forward
+        self.stack = Qwen3Stack(base, pad_id) if supports(base) else None  # None: the generic forward
 
     def raw_scores(self, jobs: Sequence[list[list[int]]]) -> list[list[float]]:
         out: list[list[float]] = [[0.0] * len(j) for j in jobs]
@@ -63,27 +63,26 @@ class DecoderRunner:
         return n if n >= MIN_SHARED_PREFIX else 0
 
     def _forward(self, seqs: list[list[int]]) -> list[float]:
-        ids_t, mask_t, pos = left_padded(seqs, self.pad_id, self.device)
         if self.stack is not None:
-            return self.head(self.stack.last_hidden(ids_t, mask_t, pos))
+            return self.head(self.stack.last_hidden(seqs))
+        ids_t, mask_t, pos = left_padded(seqs, self.pad_id, self.device)
         hidden = self.base(input_ids=ids_t, attention_mask=mask_t, position_ids=pos, use_cache=False).last_hidden_state
         return self.head(hidden[:, -1])
 
     def _score_with_prefix(self, prefix: list[int], suffixes: list[list[int]]) -> list[float]:
         p = len(prefix)
-        prefix_t = torch.tensor([prefix], device=self.device)
         stack = self.stack
         if stack is not None:
-            kv = stack.prefix_kv(prefix_t)
+            kv = stack.prefix_kv(prefix)
         else:
-            cache = self.base(input_ids=prefix_t, use_cache=True).past_key_values
+            cache = self.base(input_ids=torch.tensor([prefix], device=self.device), use_cache=True).past_key_values
             kv = [(layer.keys, layer.values) for layer in cache.layers]
 
         def forward(rows: list[list[int]]) -> list[float]:
+            if stack is not None:
+                return self.head(stack.last_hidden(rows, kv))
             b = len(rows)
             ids_t, mask_t, pos = left_padded(rows, self.pad_id, self.device)
-            if stack is not None:
-                return self.head(stack.last_hidden(ids_t, mask_t, p + pos, kv))
             full_mask = torch.cat([torch.ones(b, p, dtype=mask_t.dtype, device=self.device), mask_t], dim=1)
             rows_kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
             hidden = self.base(

@@ -5,8 +5,9 @@ CPU about a third of the generic forward is memory-bound glue around the matrix 
 on the 0.6B architecture, fp32, 2 threads: RMSNorm as five separate ops, rotary embeddings through
 `cat`/`neg`, a KV cache that copies the job's shared prefix for every micro-batch, mask building).
 This pass computes the same function with fused RMSNorm, rotary embeddings applied in place, one
-SiLU-gate product in place, a boolean mask built once per pass, and the last layer evaluated only
-at the last position (its keys and values still cover every position). The numbers match the
+SiLU-gate product in place, right-padded rows under plain causal attention (the kernel skips the
+masked half instead of computing it), and the last layer evaluated only at each row's last token
+(its keys and values still cover every position). The numbers match the
 generic forward within float rounding (tests compare both with the official recipe in fp32).
 
 Only plain Qwen3 stacks qualify (full attention in every layer, no biases assumed or excluded:
@@ -44,46 +45,48 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class Qwen3Stack:
-    """Last-position hidden states of left-padded rows, optionally after a shared prefix's cached keys/values."""
+    """Last-position hidden states of token rows, optionally after a shared prefix's cached keys/values.
 
-    def __init__(self, base):
+    Rows are right-padded, so causal attention alone keeps every real query off the padding and the
+    attention kernel skips the blocks above the diagonal (an explicit padding mask would make it compute
+    them all). With a prefix of p tokens, p all-zero query rows go in front of the rows' queries so the
+    causal diagonal lines up with the keys [prefix | row]; they cost a p x p triangle and are dropped.
+    """
+
+    def __init__(self, base, pad_id: int):
         self.base = base
+        self.pad_id = pad_id
         self.layers = list(base.layers)
         attn = self.layers[0].self_attn
         self.head_dim = attn.head_dim
         self.scaling = attn.scaling
 
-    def prefix_kv(self, prefix_ids: torch.Tensor) -> KV:
-        """Keys and values of one prefix row [1, p] in every layer (rotary applied, as attention reads them)."""
-        p = prefix_ids.shape[1]
-        pos = torch.arange(p, device=prefix_ids.device).unsqueeze(0)
-        allowed = torch.ones(p, p, dtype=torch.bool, device=prefix_ids.device).tril()
+    def prefix_kv(self, prefix: list[int]) -> KV:
+        """Keys and values of one prefix row in every layer (rotary applied, as attention reads them)."""
         kv: KV = []
-        self._run(prefix_ids, pos, allowed[None, None], None, kv_out=kv)
+        self._run([prefix], None, kv_out=kv)
         return kv
 
-    def last_hidden(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, prefix: KV | None = None
-    ) -> torch.Tensor:
-        """ids, mask, positions: [b, L] left-padded rows (positions already offset by the prefix length).
-        Returns the final-norm hidden state of each row's last position, [b, hidden]."""
-        b, n = ids.shape
-        p = 0 if prefix is None else prefix[0][0].shape[2]
-        dev = ids.device
-        key_ok = mask.bool()
-        causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
-        own = causal[None] & key_ok[:, None, :]  # [b, L, L]: causal, real keys only
-        own |= torch.eye(n, dtype=torch.bool, device=dev)  # padded queries see themselves: no all-masked rows
-        if p:
-            own = torch.cat([torch.ones(b, n, p, dtype=torch.bool, device=dev), own], dim=2)
-        return self._run(ids, positions, own[:, None], prefix)
+    def last_hidden(self, rows: list[list[int]], prefix: KV | None = None) -> torch.Tensor:
+        """The final-norm hidden state at each row's last token, [rows, hidden]; rows continue ``prefix``."""
+        return self._run(rows, prefix)
 
-    def _run(self, ids, positions, allowed, prefix: KV | None, kv_out: KV | None = None) -> torch.Tensor:
+    def _run(self, rows: list[list[int]], prefix: KV | None, kv_out: KV | None = None) -> torch.Tensor:
         base = self.base
+        dev = base.embed_tokens.weight.device
+        b, n = len(rows), max(len(r) for r in rows)
+        p = 0 if prefix is None else prefix[0][0].shape[2]
+        ids = torch.tensor([r + [self.pad_id] * (n - len(r)) for r in rows], device=dev)
+        lens = torch.tensor([len(r) for r in rows], device=dev)
         x = base.embed_tokens(ids)
-        cos, sin = base.rotary_emb(x, positions)
+        cos, sin = base.rotary_emb(x, (p + torch.arange(n, device=dev)).expand(b, n))  # [b, n, head_dim]
+        ar, last_pos = torch.arange(b, device=dev), lens - 1
+        cos_last, sin_last = cos[ar, last_pos][:, None, None], sin[ar, last_pos][:, None, None]
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        b, n, _ = x.shape
+        # The last layer reads one query per row, whose keys are the prefix and the row's real tokens.
+        last_keys = torch.cat(
+            [torch.ones(b, p, dtype=torch.bool, device=dev), torch.arange(n, device=dev)[None] < lens[:, None]], dim=1
+        )[:, None, None]
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
@@ -97,14 +100,22 @@ class Qwen3Stack:
                 pk, pv = prefix[i]
                 k = torch.cat([pk.expand(b, -1, -1, -1), k], dim=2)
                 v = torch.cat([pv.expand(b, -1, -1, -1), v], dim=2)
-            rows = slice(n - 1, n) if i == last else slice(0, n)  # last layer: queries of the last position only
-            hq = attn.q_proj(h[:, rows])
+            gqa = attn.q_proj.out_features != attn.k_proj.out_features
+            if i == last:  # queries of each row's last token only
+                x = x[ar, last_pos][:, None]
+                h = h[ar, last_pos][:, None]
+            hq = attn.q_proj(h)
             q = _rms(attn.q_norm, hq.view(b, hq.shape[1], -1, self.head_dim)).transpose(1, 2)
-            q = _rotate(q, cos[:, :, rows], sin[:, :, rows])
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=allowed[:, :, rows], scale=self.scaling, enable_gqa=q.shape[1] != k.shape[1]
-            )
-            x = x[:, rows] + attn.o_proj(out.transpose(1, 2).reshape(b, q.shape[2], -1))
+            if i == last:
+                q = _rotate(q, cos_last, sin_last)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=last_keys, scale=self.scaling, enable_gqa=gqa)
+            else:
+                q = _rotate(q, cos, sin)
+                if p:
+                    q = torch.cat([q.new_zeros(b, q.shape[1], p, self.head_dim), q], dim=2)
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=gqa)
+                out = out[:, :, p:]
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(b, q.shape[2] if i == last else n, -1))
             mlp = layer.mlp
             h = _rms(layer.post_attention_layernorm, x)
             x = x + mlp.down_proj(mlp.act_fn(mlp.gate_proj(h)).mul_(mlp.up_proj(h)))
