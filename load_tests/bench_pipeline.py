@@ -6,7 +6,8 @@ Same model (the packaged all-MiniLM-L6-v2), same machine, same run; the Serve re
 core (one replica, ``num_cpus`` = cores), as the engine does in (a). The baseline (a) batches jobs
 across jobs exactly as the replica's ``@serve.batch`` does (``engine.score_many`` over
 ``serve.max_batch_size`` jobs), so ``efficiency`` = (a) / (b) measures the pipeline's overhead, not
-batching; (a) runs before and after (b) and its mean is used, so load drift hits both sides.
+batching; (a) runs right before and after (b) on the same jobs, and ``--rounds`` repeats (a, b, a) on
+fresh jobs (efficiency = the median round), so load drift on a shared machine hits both sides.
 Jobs have 20 documents. The LAST stdout line is one JSON object.
 
     python -m load_tests.bench_pipeline [--quick] [--save]
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int)
     ap.add_argument("--docs", type=int, default=20)
     ap.add_argument("--save", action="store_true", help="write load_tests/results/pipeline-<timestamp>.json")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="(a, b, a) rounds on fresh jobs; efficiency = median of the rounds"
+    )
     ap.add_argument("--cached-rate", type=float, default=200.0, help="jobs/s of the paced all-cached replay (d)")
     ap.add_argument("--cached-seconds", type=float, help="length of (d) (default 5 quick, 20 full)")
     args = ap.parse_args(argv)
@@ -158,17 +162,29 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cores)
     warm = make_jobs(40, args.docs, f"{run_id}-warm", seed=99)  # both sides warm up on these (kernels, shapes)
     engine_baseline(engine, warm, settings)
-    first, batches = engine_baseline(engine, jobs, settings)
-    engine_runs = [first]
-    print(f"(a) engine:   {docs / first:8.1f} docs/s ({n / batches:.1f} jobs per score_many call)", flush=True)
+    job_sets = [jobs] + [make_jobs(n, args.docs, f"{run_id}-{r}", seed=r) for r in range(1, args.rounds)]
+    engine_runs: list[float] = []
+    pipe_runs: list[float] = []
+    efficiencies: list[float] = []
+    sent: dict[str, int] = {}
 
     with LocalPipeline(settings) as pipe:
         collector = Collector(settings).start()
         through_pipeline(pipe, collector, warm)  # warm-up
-        pipe_s, pipe_lat, sent = through_pipeline(pipe, collector, jobs)
-        print(f"(b) pipeline: {docs / pipe_s:8.1f} docs/s, p50 {percentile(pipe_lat, 50):.0f} ms", flush=True)
-        engine_runs.append(engine_baseline(engine, jobs, settings)[0])  # Serve idle now: same conditions
-        print(f"(a) engine:   {docs / engine_runs[1]:8.1f} docs/s (again, after the pipeline)", flush=True)
+        for r, round_jobs in enumerate(job_sets):  # a, b, a on the same fresh jobs: load drift hits both sides
+            before, batches = engine_baseline(engine, round_jobs, settings)
+            print(f"(a) engine:   {docs / before:8.1f} docs/s ({n / batches:.1f} jobs per score_many call)", flush=True)
+            pipe_s, pipe_lat, round_sent = through_pipeline(pipe, collector, round_jobs)
+            sent.update(round_sent)
+            print(f"(b) pipeline: {docs / pipe_s:8.1f} docs/s, p50 {percentile(pipe_lat, 50):.0f} ms", flush=True)
+            after = engine_baseline(engine, round_jobs, settings)[0]  # Serve idle now: same conditions
+            print(f"(a) engine:   {docs / after:8.1f} docs/s (again, after the pipeline)", flush=True)
+            engine_runs += [before, after]
+            pipe_runs.append(pipe_s)
+            efficiencies.append((before + after) / 2 / pipe_s)
+            if r == 0:
+                first_lat = pipe_lat
+        pipe_lat = first_lat
         del engine
         replay = [j.model_copy(update={"job_id": f"{j.job_id}-r{r}"}) for r in range(replays) for j in jobs]
         replay_s, replay_lat, replay_sent = through_pipeline(pipe, collector, replay)
@@ -190,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = {j: o for j, o in collector.outcomes.items() if j in produced}
         cached = sum(o.cached for j, o in outcomes.items() if j in replay_sent)
 
-    engine_s = statistics.mean(engine_runs)
+    engine_s, pipe_s = statistics.median(engine_runs), statistics.median(pipe_runs)
     result = {
         "engine_docs_per_s": round(docs / engine_s, 1),
         "pipeline_docs_per_s": round(docs / pipe_s, 1),
-        "efficiency": round(engine_s / pipe_s, 3),
+        "efficiency": round(statistics.median(efficiencies), 3),
         "replay_jobs_per_s": round(len(replay) / replay_s, 1),
         "replay_p99_ms": round(percentile(replay_lat, 99), 1),
         "cached_p50_ms": round(percentile(cached_lat, 50), 1),
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "docs_per_job": args.docs,
         "replayed_jobs": len(replay),
         "engine_runs_docs_per_s": [round(docs / s, 1) for s in engine_runs],
+        "pipeline_runs_docs_per_s": [round(docs / s, 1) for s in pipe_runs],
+        "efficiency_rounds": [round(e, 3) for e in efficiencies],
         "engine_jobs_per_call": round(n / batches, 2),
         "model": "all-MiniLM-L6-v2 (packaged)",
         "machine": machine(),
