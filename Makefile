@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 PYTEST_ARGS ?=
 
-.PHONY: install lock lint test demo manifests services-start services-stop services-status bench-engine bench-peers bench-serve bench-pipeline bench-priority bench-codecs load-smoke perf-docs clean
+.PHONY: install lock lint test demo manifests services-start services-stop services-status bench-engine bench-peers bench-serve bench-pipeline bench-priority bench-codecs load-smoke perf-docs chaos clean
 
 install: $(VENV)/.installed
 
@@ -74,6 +74,11 @@ load-smoke: install
 
 perf-docs: install
 	$(PY) -m load_tests.perf_docs
+
+# Fault schedule on the cluster mode (its own 3 brokers, Redis and multi-node Ray; ~8 min): timeline plot
+# and JSON in load_tests/results/chaos-*, last line = one JSON object with lost (must be 0) and the gaps.
+chaos: install
+	$(PY) -m load_tests.chaos
 
 # Regenerates deploy/serve_config.yaml, deploy/k8s/rayservice.yaml, consumers.yaml and the Grafana dashboard
 # (from deploy/k8s/config.yaml and the settings); a test fails when a committed one is stale.

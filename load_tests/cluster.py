@@ -116,6 +116,15 @@ class KafkaCluster:
         self.script("reset", timeout=120, check=False)
 
 
+def free_port() -> int:
+    """A free TCP port on loopback (for the run's Redis, Ray head and HTTP proxy)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def free_port_block() -> int:
     """A base port P with P..P+2 (brokers) and P+10..P+12 (controllers) free on loopback."""
     import random
