@@ -23,7 +23,11 @@ SECTIONS = [
         "`python -m load_tests.bench_engine --quick --save`: Qwen3-Reranker-0.6B architecture (28 layers, random "
         "weights), documents of 16-512 tokens, the official recipe and the engine in turns, in fp32 and then in the "
         "engine's default dtype (both sides in that dtype); target speedup >= 3.0 in fp32 with max_abs_diff <= 1e-4. "
-        "`bf16_*`: the accuracy cost of bf16 (the engine in bf16 against the engine in fp32 on this corpus).",
+        "`bf16_*`: the accuracy cost of bf16 (the engine in bf16 against the engine in fp32 on this corpus). "
+        "`speedup` is the ratio of medians over interleaved repetitions, `speedup_best` that of each side's least "
+        "disturbed repetition (on a shared machine other processes only ever add time; the engine's repetitions "
+        "varied far more than the recipe's there, plausibly because its many short parallel regions stall whenever "
+        "one of the two threads loses its core).",
     ),
     (
         "peers",
