@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,18 +97,6 @@ class JobConsumer:
 
     def assignment(self) -> set[TP]:
         return {(tp.topic, tp.partition) for tp in self.client.assignment()}
-
-    def pause_topics(self, topics: Collection[str]) -> None:
-        """Pause the assigned partitions of these topics (a feed over its in-flight budget)."""
-        paused = self.client.paused()
-        tps = [tp for tp in self.client.assignment() if tp.topic in topics and tp not in paused]
-        if tps:
-            self.client.pause(*tps)
-
-    def resume_topics(self, topics: Collection[str]) -> None:
-        tps = [tp for tp in self.client.paused() if tp.topic in topics]
-        if tps:
-            self.client.resume(*tps)
 
     def pause_all(self) -> None:
         if not self.paused:
