@@ -69,6 +69,7 @@ class QueueDepthLagPolicy:
         self._last: tuple[int, str] | None = None
         self._gauges: dict[str, Any] | None = None
         self.decisions: list[dict[str, Any]] = []  # recent decisions (inputs and outcome)
+        self._totals: list[tuple[float, float]] = []  # (monotonic time, Serve's request total) of recent ticks
 
     # -- lag reading, off the controller's loop --------------------------------------------------
 
@@ -105,8 +106,23 @@ class QueueDepthLagPolicy:
 
     # -- the policy ---------------------------------------------------------------------------------
 
+    def _held_requests(self, ctx) -> float:
+        """The largest request total Serve reported within the last 3 look-back periods.
+
+        On a busy host Serve's total flickers between the real queue and 0 from tick to tick (handle
+        reports arriving late fall out of the look-back window); holding the recent peak keeps one
+        stale tick from cancelling an upscale or starting a downscale. It delays scale-down by at most
+        the hold, on top of Serve's downscale delay."""
+        now = time.monotonic()
+        hold_s = 3 * float(getattr(ctx.config, "look_back_period_s", 30.0))
+        self._totals = [(t, n) for t, n in self._totals if now - t <= hold_s] + [(now, float(ctx.total_num_requests))]
+        return max(n for _, n in self._totals)
+
     def __call__(self, ctx) -> tuple[float, dict[str, Any]]:
         queue_desired, state = replica_queue_length_autoscaling_policy(ctx)
+        target = float(getattr(ctx.config, "target_ongoing_requests", 0) or 0)
+        if target > 0:
+            queue_desired = max(queue_desired, self._held_requests(ctx) / target)
         lag = self.current_lag()
         lo = getattr(ctx, "capacity_adjusted_min_replicas", 0) or 0
         hi = getattr(ctx, "capacity_adjusted_max_replicas", None) or max(ctx.current_num_replicas, 1) * 1000

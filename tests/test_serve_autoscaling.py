@@ -68,6 +68,14 @@ def test_policy_scales_on_fake_backlog_and_falls_back_to_queue_depth():
     assert no_kafka.current_lag() is None and no_kafka(_ctx(2, 8))[0] == 4
 
 
+def test_policy_holds_the_recent_request_peak_through_stale_zero_ticks():
+    policy = QueueDepthLagPolicy(kafka=None)
+    assert policy(_ctx(1, 6))[0] == 3  # 6 ongoing / target 2
+    assert policy(_ctx(1, 0))[0] == 3  # a stale 0 within 3 look-back periods does not cancel the upscale
+    policy._totals = [(t - 1000, n) for t, n in policy._totals]  # the peak ages out of the hold
+    assert policy(_ctx(1, 0))[0] == 1
+
+
 def test_policy_ignores_a_broken_lag_source():
     class Broken(FakeLag):
         reads = 0
