@@ -93,14 +93,14 @@ def _peers_plot(record: dict) -> list[str]:
     if not keys:
         return []
     PLOTS.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(keys) + 1))
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(keys) + 1.2))
     values = [record[f"{k}_docs_per_s"] for k in keys]
     colors = ["tab:green" if k.startswith("engine") else "tab:gray" for k in keys]
     ax.barh([names[k] for k in keys], values, color=colors)
     ax.invert_yaxis()
-    ax.set(xlabel="docs/s (median of rounds)", title=record.get("model", "peers"))
+    ax.set(xlabel="docs/s (median of rounds)", title=str(record.get("model", "peers")).split(" (")[0])
     fig.tight_layout()
-    fig.savefig(PLOTS / "peers.png", dpi=90)
+    fig.savefig(PLOTS / "peers.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return ["![peers docs/s](perf/peers.png)", ""]
 
