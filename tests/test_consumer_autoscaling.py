@@ -184,9 +184,13 @@ def test_consumers_scale_up_on_a_real_backlog_and_back_down(make_pipeline):
     dupes = {j: rs for j, rs in p.results.items() if len(rs) > 1}
     for rs in dupes.values():  # a duplicate is the same job ranked again by the same model
         assert all([(r.id, r.rank) for r in x.ranked] == [(r.id, r.rank) for r in rs[0].ranked] for x in rs)
-    # Window: jobs in flight on a partition that moved after its 3 s revocation grace; 2 in flight per
-    # consumer, each scale event moves partitions of at most every consumer.
-    assert sum(len(rs) - 1 for rs in dupes.values()) <= 2 * 3 * 4
+    # The window (docs/architecture.md "Delivery guarantee"): on a rebalance, jobs of a moving partition
+    # that were not committed yet (held back behind a slower earlier offset, or finished while the group
+    # rebalanced: kafka-python refuses commits then). So every copy comes from a different consumer: one
+    # consumer never ranks a job twice, and a stable group reprocesses nothing.
+    copies = {j: [r.worker_id for r in rs] for j, rs in dupes.items()}
+    assert all(len(set(ids)) == len(ids) for ids in copies.values()), copies
+    assert sum(len(rs) - 1 for rs in dupes.values()) < len(backlog) // 2, f"{len(dupes)} jobs ranked twice: {copies}"
     assert not p.dead_letters
     committed = p.committed()
     assert sum(committed.values()) == len(backlog) + len(late), f"offsets not all committed: {committed}"

@@ -75,14 +75,12 @@ def test_topics_are_replicated_and_a_leader_kill_loses_no_acknowledged_record(ka
     def consume() -> None:
         consumer = make_consumer(settings, group_id="cluster.g")
         consumer.subscribe([topic])
-        while not stop.is_set() or not acked <= {k for _, k in received}:
+        while not consumed.is_set():
             for recs in consumer.poll(timeout_ms=100).values():
                 received.extend((time.monotonic(), r.key) for r in recs)
-            if stop.is_set() and time.monotonic() > deadline:
-                break
         consumer.close()
 
-    deadline = float("inf")
+    consumed = threading.Event()
     threads = [threading.Thread(target=produce, daemon=True), threading.Thread(target=consume, daemon=True)]
     for t in threads:
         t.start()
@@ -94,9 +92,12 @@ def test_topics_are_replicated_and_a_leader_kill_loses_no_acknowledged_record(ka
     kafka_cluster.start_broker(leader)
     time.sleep(2)
     stop.set()
+    threads[0].join(90)  # every send acknowledged or failed: ``acked`` is final
     deadline = time.monotonic() + 60
-    threads[0].join(90)
-    threads[1].join(90)
+    while time.monotonic() < deadline and not acked <= {k for _, k in list(received)}:
+        time.sleep(0.2)
+    consumed.set()
+    threads[1].join(30)
     got = {k for _, k in received}
     times = [t for t, _ in received if t >= killed_at]
     gap = max((b - a for a, b in zip([killed_at, *times], times)), default=float("inf"))

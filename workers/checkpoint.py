@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 # A revocation blocks the consumer's heartbeats: wait this long at most for in-flight work.
 REVOKE_GRACE_S = 3.0
+# A member leaving while its group rebalances (two consumers scaled down at once) waits this long at most
+# for the rebalance to end: the group refuses its final commit until then, and the next owner would redo
+# every job since the last commit.
+CLOSE_REBALANCE_WAIT_S = 15.0
 
 
 class Checkpoint(Protocol):
@@ -105,6 +109,7 @@ class AtLeastOnceCheckpoint(_Base):
     def close(self, ok: bool) -> None:
         self.publisher.flush(timeout=30)
         if ok:
+            self.consumer.wait_stable(CLOSE_REBALANCE_WAIT_S)  # a commit mid-rebalance is refused: lost work
             self.commit()
         self.closing = True  # closing the consumer revokes everything: nothing left to commit then
 
@@ -148,6 +153,7 @@ class TransactionalCheckpoint(_Base):
 
     def close(self, ok: bool) -> None:
         if ok:
+            self.consumer.wait_stable(CLOSE_REBALANCE_WAIT_S)
             self.commit(reopen=False)
         else:
             self.publisher.abort()  # the restart redelivers everything uncommitted

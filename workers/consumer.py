@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from workers.offsets import Key
@@ -47,6 +47,7 @@ class JobConsumer:
     def __init__(self, client: Any):
         self.client = client
         self.paused = False
+        self._callback_commits: list[Any] = []  # commits a rebalance callback queued, awaited before it returns
 
     def subscribe(
         self,
@@ -59,7 +60,11 @@ class JobConsumer:
 
         A callback never raises into kafka-python: it would re-raise from ``poll()`` and end the worker
         loop, leaving a member that lost its partitions idle (issue 12). Failures are logged instead.
+        The listener is kafka-python's async kind so that a revocation's offset commit is *awaited*
+        before the rebalance goes on: queued and forgotten, it raced the next owner's offset fetch (or
+        hit a rebalance already in progress) and the next owner redid every job since the last commit.
         """
+        consumer = self
 
         def guarded(what: str, callback: Callable[[set[TP]], None], tps: Iterable[TopicPartition]) -> None:
             try:
@@ -67,15 +72,25 @@ class JobConsumer:
             except Exception:
                 log.exception("rebalance callback (%s) failed; the consumer keeps going", what)
 
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-                guarded("revoked", on_revoked, revoked)
+        async def settle() -> None:
+            pending, consumer._callback_commits = consumer._callback_commits, []
+            for commit in pending:
+                try:
+                    await commit
+                except Exception as exc:  # noqa: BLE001 - the next owner redoes those jobs (at-least-once)
+                    log.warning("offset commit on revocation failed (%r); the next owner redoes those jobs", exc)
 
-            def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        class Listener(AsyncConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+                guarded("revoked", on_revoked, revoked)
+                await settle()
+
+            async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
                 guarded("assigned", on_assigned, assigned)
 
-            def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+            async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
                 guarded("lost", on_lost or on_revoked, lost)
+                await settle()
 
         self.client.subscribe(topics, listener=Listener())
 
@@ -98,6 +113,21 @@ class JobConsumer:
     def assignment(self) -> set[TP]:
         return {(tp.topic, tp.partition) for tp in self.client.assignment()}
 
+    def rebalancing(self) -> bool:
+        """The member is (re)joining its group: offsets cannot be committed until it is stable again."""
+        from kafka.structs import MemberState
+
+        return getattr(self.client.group_metadata(), "state", None) == MemberState.REBALANCING
+
+    def wait_stable(self, timeout_s: float) -> bool:
+        """Finish a rebalance in progress, fetching nothing (records a poll still returns are not
+        processed, so not committed: redelivered to their next owner). True when stable."""
+        deadline = time.monotonic() + timeout_s
+        while self.rebalancing() and time.monotonic() < deadline:
+            self.pause_all()
+            self.client.poll(timeout_ms=100, max_records=1)
+        return not self.rebalancing()
+
     def pause_all(self) -> None:
         if not self.paused:
             self.client.pause(*self.client.assignment())
@@ -109,11 +139,13 @@ class JobConsumer:
             self.paused = False
 
     def commit(self, positions: dict[TP, int], *, in_callback: bool = False) -> None:
-        """Commit next-offset positions. In a rebalance callback the commit is queued asynchronously:
-        kafka-python 3 refuses a blocking commit there, and the async one goes out before the re-join."""
+        """Commit next-offset positions. In a rebalance callback kafka-python 3 refuses a blocking commit:
+        the commit is sent asynchronously and the listener awaits it before returning (``subscribe``)."""
         offsets = self.offsets(positions)
         if in_callback:
-            self.client.commit_async(offsets)
+            pending = self.client.commit_async(offsets)
+            if hasattr(pending, "__await__"):
+                self._callback_commits.append(pending)
         else:
             self.client.commit(offsets)
 

@@ -27,6 +27,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from schemas.settings import Settings, load_settings
@@ -94,7 +95,10 @@ class ConsumerReplica:
     async def __init__(self, settings_json: str):  # type: ignore[misc]  # Serve awaits an async constructor
         from ray import serve
 
+        from workers.logs import configure
+
         self.settings = Settings.model_validate_json(settings_json)
+        configure("INFO", self.settings.worker.log_interval_s)  # the worker's lines in the replica's log
         self._lock = threading.Lock()
         self._closing = False
         self._switching = False
@@ -109,7 +113,7 @@ class ConsumerReplica:
         from workers.worker import Worker
 
         s = self.settings
-        name = f"{s.kafka.group_id}.consumer-{slot}"
+        name = self._name(slot)
         client = ServeScoreClient(get_score_handle(s), s.worker.scoring_timeout_s)
         worker = Worker(s, client, worker_id=name, instance_id=name)
         worker.open()  # fails the constructor loudly (Serve retries it) when Kafka or topics are missing
@@ -141,6 +145,8 @@ class ConsumerReplica:
         threading.Thread(target=self._switch, args=(new,), name="consumer-switch", daemon=True).start()
 
     def _switch(self, slot: int) -> None:
+        from workers.kafka_io import static_members
+
         with self._lock:
             if self._closing:
                 return
@@ -148,10 +154,21 @@ class ConsumerReplica:
             try:
                 log.info("consumer slot %d -> %d", self.slot, slot)
                 self._stop_worker()
+                # The slot's previous holder may still be leaving (a scale-down): joining under its id now
+                # would fence it mid-commit. Wait until it is gone, at most one session timeout.
+                name = self._name(slot)
+                deadline = time.monotonic() + self.settings.kafka.session_timeout_ms / 1000 + 5
+                while time.monotonic() < deadline and name in static_members(
+                    self.settings, self.settings.kafka.group_id
+                ):
+                    time.sleep(0.5)
                 self.slot = slot
                 self._start(slot)
             finally:
                 self._switching = False
+
+    def _name(self, slot: int) -> str:
+        return f"{self.settings.kafka.group_id}.consumer-{slot}"
 
     def _stop_worker(self) -> None:
         self.worker.stop(leave_group=True)

@@ -86,14 +86,30 @@ def make_admin(settings: Settings, **overrides: Any):
     return KafkaAdminClient(**dict(settings.kafka.client_options(), **overrides))
 
 
-def leave_group(settings: Settings, group_id: str, group_instance_id: str) -> None:
+def leave_group(settings: Settings, group_id: str, group_instance_id: str, member_id: str | None = None) -> None:
     """Remove a static member from its group now. A static member's close() never leaves the group (a
     restart is expected), so one that leaves for good (scale-down) must be removed, or its partitions
-    wait out the session timeout."""
+    wait out the session timeout. With ``member_id`` only that incarnation is removed: a successor that
+    already took the instance id (a renumbered consumer replica) is left alone."""
     from kafka.admin import MemberToRemove
 
     admin = make_admin(settings)
     try:
-        admin.remove_group_members(group_id, [MemberToRemove(group_instance_id=group_instance_id)])
+        errors = admin.remove_group_members(
+            group_id, [MemberToRemove(member_id=member_id or None, group_instance_id=group_instance_id)]
+        )
     finally:
         admin.close()
+    failed = {who: err for who, err in (errors or {}).items() if getattr(err, "errno", 0)}
+    if failed:
+        raise RuntimeError(f"not removed: {failed}")
+
+
+def static_members(settings: Settings, group_id: str) -> set[str]:
+    """The group.instance.ids of a group's current members."""
+    admin = make_admin(settings)
+    try:
+        group = admin.describe_groups([group_id]).get(group_id) or {}
+    finally:
+        admin.close()
+    return {m["group_instance_id"] for m in group.get("members", []) if m.get("group_instance_id")}

@@ -123,14 +123,19 @@ class Worker:
         w = self.settings.worker
         last_commit = last_lag = time.monotonic()
         progress = Progress(self, w.log_interval_s)
+        rebalance = RebalanceWatch(self.settings.kafka.session_timeout_ms / 1000 + REBALANCE_TIMEOUT_S)
         try:
             while not self.stop_event.is_set() and self.fatal is None:
+                # kafka-python refuses commits while the member rebalances: skip them then (no warning storm),
+                # and end a member stuck in a rebalance (RebalanceWatch). Pausing fetches meanwhile was tried:
+                # it stalled a newly assigned partition for good (kafka-python's fetcher, as per-feed pausing did).
+                rebalancing = rebalance.check(self.consumer.rebalancing(), self)
                 self._apply_backpressure()
                 records = self.consumer.poll(timeout_ms=100, max_records=w.poll_max_records)
                 if records:
                     self._handle(records)
                 now = time.monotonic()
-                if now - last_commit >= w.commit_interval_s:
+                if now - last_commit >= w.commit_interval_s and not rebalancing:
                     self.checkpoint.commit()
                     last_commit = now
                 if now - last_lag >= 5:
@@ -336,10 +341,12 @@ class Worker:
         try:
             if self.checkpoint is not None:
                 self.checkpoint.close(ok=self.fatal is None)
+            member_id = None
             if self.consumer is not None:
+                member_id = getattr(self.consumer.group_metadata(), "member_id", None)  # close() forgets it
                 self.consumer.close()
             if self.leave_group and self.instance_id and self.consumer is not None:
-                self._leave_group()
+                self._leave_group(member_id)
         finally:
             if self.publisher is not None:
                 self.publisher.close(timeout=10)
@@ -347,11 +354,11 @@ class Worker:
         tracing.flush()
         log.info("worker %s stopped: %s, cache %s", self.worker_id, self.counts, self.cache.stats)
 
-    def _leave_group(self) -> None:
+    def _leave_group(self, member_id: str | None) -> None:
         from workers.kafka_io import leave_group
 
         try:
-            leave_group(self.settings, self.group_id, self.instance_id or "")
+            leave_group(self.settings, self.group_id, self.instance_id or "", member_id)
             log.info("%s left group %s (static member %s removed)", self.worker_id, self.group_id, self.instance_id)
         except Exception as exc:  # noqa: BLE001 - the session timeout removes it anyway
             log.warning("could not remove static member %s from %s: %r", self.instance_id, self.group_id, exc)
@@ -391,6 +398,30 @@ class Worker:
         from workers.topics import ensure_topics
 
         ensure_topics(self.settings)
+
+
+REBALANCE_TIMEOUT_S = 30.0  # kafka_io's max_poll_interval_ms: the longest a rebalance waits for a member
+
+
+class RebalanceWatch:
+    """A member stuck in a rebalance longer than a session timeout plus the rebalance timeout has lost
+    its partitions without being told (seen with kafka-python 3.0.12: the first member's join never
+    completed while the others took its partitions). Ending the loop (exit 1; a consumer replica fails
+    its health check) gets a fresh member instead of an idle one holding nothing."""
+
+    def __init__(self, limit_s: float):
+        self.limit_s = limit_s
+        self.since: float | None = None
+
+    def check(self, rebalancing: bool, worker: Worker) -> bool:
+        now = time.monotonic()
+        if not rebalancing:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+        elif now - self.since > self.limit_s and worker.fatal is None:
+            worker.fatal = RuntimeError(f"stuck in a group rebalance for {now - self.since:.0f} s")
+        return rebalancing
 
 
 class Progress:

@@ -79,6 +79,23 @@ stop_pid() {
   rm -f "$pidfile"
 }
 
+# stop_all SECONDS PID...: SIGTERM them all at once (a cluster's members stopped one by one wait for each
+# other: a quorum gone, a drain), wait up to SECONDS, SIGKILL what is left (then returns 1).
+stop_all() {
+  local grace="$1" pid left
+  shift
+  kill -TERM "$@" 2>/dev/null || true
+  for _ in $(seq 1 $((grace * 2))); do
+    left=""
+    for pid in "$@"; do pid_running "$pid" && left=1; done
+    [[ -z "$left" ]] && return 0
+    sleep 0.5
+  done
+  say "still alive after $grace s, SIGKILL: $*"
+  kill -KILL "$@" 2>/dev/null || true
+  return 1
+}
+
 # check_port_free NAME PORT: refuse to start when the port is held by a process we did not start.
 check_port_free() {
   local name="$1" port="$2"

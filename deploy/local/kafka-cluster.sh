@@ -100,21 +100,14 @@ start() {
 
 stop() {  # stop [KILL]: all brokers at once (one by one, the last would wait for a quorum that is gone)
   mkdir -p "$DIR"; lock
-  local i pids=() pid
+  local i pids=()
   for i in $(seq 1 $BROKERS); do
     if pid_alive "$(pidfile "$i")" "$(match "$i")"; then pids+=("$(cat "$(pidfile "$i")")"); fi
     rm -f "$(pidfile "$i")"
   done
   [[ ${#pids[@]} -gt 0 ]] || return 0
   say "kafka-cluster: stopping pids ${pids[*]}"
-  kill "-${1:-TERM}" "${pids[@]}" 2>/dev/null || true
-  for _ in $(seq 1 60); do
-    for pid in "${pids[@]}"; do pid_running "$pid" && break; pid=""; done
-    [[ -z "${pid:-}" ]] && return 0
-    sleep 0.5
-  done
-  say "kafka-cluster: still alive after 30 s, SIGKILL"
-  kill -KILL "${pids[@]}" 2>/dev/null || true
+  if [[ "${1:-}" == KILL ]]; then kill -KILL "${pids[@]}" 2>/dev/null || true; else stop_all 30 "${pids[@]}" || true; fi
 }
 
 status() {

@@ -124,14 +124,17 @@ kill_node() {  # kill_node I: a node failure (SIGKILL; its processes die with it
   rm -f "$pf"
 }
 
-stop() {
-  local pf name
+stop() {  # all nodes at once: each drains on SIGTERM (Ray waits up to 30 s), one by one that adds up
+  local pf name pids=()
   for pf in "$RUN_DIR"/ray-worker-*.pid "$RUN_DIR"/ray-head.pid; do
     [[ -f "$pf" ]] || continue
     name="$(basename "$pf" .pid)"; name="${name#ray-}"
-    stop_pid "ray $name" "$pf" "$(match "$name")"
+    if pid_alive "$pf" "$(match "$name")"; then pids+=("$(cat "$pf")"); say "ray $name: stopping pid $(cat "$pf")"; fi
+    rm -f "$pf"
   done
   rm -f "$RUN_DIR/ray-workers"
+  [[ ${#pids[@]} -gt 0 ]] || return 0
+  stop_all 35 "${pids[@]}" || true  # a SIGKILLed node's processes die with it (--block fate-sharing)
 }
 
 status() {

@@ -8,6 +8,7 @@ a log of transactional calls. Integration with the real broker is proven elsewhe
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -54,11 +55,23 @@ class FakeConsumer:
         """A rebalance takes partitions away (the listener runs as kafka-python would run it: eager
         before the assignment changes, cooperative after)."""
         if not cooperative:
-            self.listener.on_partitions_revoked(tps)
+            self._notify(self.listener.on_partitions_revoked, tps)
         with self.lock:
             self._assigned -= tps
         if cooperative:
-            self.listener.on_partitions_revoked(tps)
+            self._notify(self.listener.on_partitions_revoked, tps)
+
+    @staticmethod
+    def _notify(method: Any, tps: set[TopicPartition]) -> None:
+        """Call a listener method; an async one (kafka-python's AsyncConsumerRebalanceListener) is run to
+        its end here, as kafka-python's loop would (the fake's commits are immediate: nothing to wait on)."""
+        result = method(tps)
+        if inspect.iscoroutine(result):
+            try:
+                while True:
+                    result.send(None)
+            except StopIteration:
+                pass
 
     def committed(self, tp: TopicPartition) -> int | None:
         found = [c[tp] for c in self.commits if tp in c]
@@ -77,7 +90,7 @@ class FakeConsumer:
                 self._assigned = {TopicPartition(t, p) for t in self.topics for p in range(self.n_partitions)}
                 for tp in self._assigned:
                     self.positions.setdefault(tp, 0)
-            self.listener.on_partitions_assigned(set(self._assigned))
+            self._notify(self.listener.on_partitions_assigned, set(self._assigned))
         out: dict[TopicPartition, list[FakeRecord]] = {}
         with self.lock:
             for tp in sorted(self._assigned - self._paused):
@@ -120,7 +133,7 @@ class FakeConsumer:
 
     def close(self, autocommit: bool = False) -> None:
         if self._assigned:
-            self.listener.on_partitions_revoked(set(self._assigned))
+            self._notify(self.listener.on_partitions_revoked, set(self._assigned))
         self._assigned = set()
         self.closed = True
 
