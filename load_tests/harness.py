@@ -1,5 +1,7 @@
-"""An isolated pipeline in this process for load tests and benchmarks: Serve app (replicas in
-Ray), N workers in threads, run-unique topics and cache prefix; torn down on exit.
+"""An isolated pipeline for load tests and benchmarks: Serve app (replicas in Ray), N workers in
+threads of this process or (``worker_processes=True``) in Ray actors of their own, as in production,
+so the load generator and collector here do not share their GIL; run-unique topics and cache prefix;
+torn down on exit.
 
 With ``external=True`` nothing is started: the configured topics are used and whatever
 workers / Serve app already run there do the work.
@@ -21,9 +23,11 @@ class LocalPipeline:
     settings: Settings
     workers: int = 1
     external: bool = False
+    worker_processes: bool = False
     _started: Any = None
     _workers: list[Any] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _actors: list[Any] = field(default_factory=list)
     _producer: Any = None
 
     def __enter__(self) -> LocalPipeline:
@@ -36,6 +40,11 @@ class LocalPipeline:
             from workers.worker import Worker
 
             self._started = runtime.start(self.settings)
+            if self.worker_processes:
+                from workers.runner import start_worker_actors
+
+                self._actors = start_worker_actors(self.settings, self.workers)
+                return self
             for i in range(self.workers):
                 client = ServeScoreClient(
                     runtime.get_score_handle(self.settings), self.settings.worker.scoring_timeout_s
@@ -84,8 +93,13 @@ class LocalPipeline:
 
     def cache_stats(self) -> dict[str, int]:
         totals: dict[str, int] = {}
-        for w in self._workers:
-            for k, v in w.cache.stats.items():
+        stats = [w.cache.stats for w in self._workers]
+        if self._actors:
+            import ray
+
+            stats += ray.get([a.cache_stats.remote() for a in self._actors])
+        for st in stats:
+            for k, v in st.items():
                 totals[k] = totals.get(k, 0) + v
         return totals
 
@@ -94,6 +108,10 @@ class LocalPipeline:
 
         if self._producer is not None:
             self._producer.close()
+        if self._actors:
+            import ray
+
+            ray.get([a.stop.remote() for a in self._actors])
         for w in self._workers:
             w.stop()
         for t in self._threads:

@@ -101,8 +101,8 @@ def test_rank_orders_best_first_ties_in_input_order_and_top_k():
         candidates=[Candidate(id=c, text=c) for c in "abcd"],
     )
     scored = _scored([0.2, 0.9, 0.2, 0.6])
-    assert [(r.id, r.rank) for r in ranked(job, scored, job.top_k)] == [("b", 1), ("d", 2)]
-    assert [r.id for r in ranked(job, scored, None)] == ["b", "d", "a", "c"]
+    assert [(r["id"], r["rank"]) for r in ranked(job, scored, job.top_k)] == [("b", 1), ("d", 2)]
+    assert [r["id"] for r in ranked(job, scored, None)] == ["b", "d", "a", "c"]
 
 
 class _Client:

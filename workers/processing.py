@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from schemas.messages import ErrorKind, ModelRef, RankedCandidate, RerankJob, RerankResult, Timings, now_ms
+from schemas.messages import ErrorKind, ModelRef, RerankJob, RerankResult, now_ms
 from schemas.scoring import ModelInfo, ScoreRequest
 from schemas.settings import DEFAULT_MODEL, Settings
 from serve_app.scoring import Lookup, ScoreClient, Scored, ScoringCore
@@ -140,33 +140,39 @@ class JobProcessor:
         raise AssertionError("unreachable")
 
     def result(self, item: Admitted, scored: Scored) -> RerankResult:
+        """The job's result, validated once from plain data: pydantic-core checks a list of dicts faster than
+        Python builds (or even ``model_construct``s) the RankedCandidate models one by one (13 vs 24-34 us
+        for 20 candidates: a cached job's largest cost after decoding)."""
         job = item.job
         done = now_ms()
-        return RerankResult(
-            job_id=job.job_id,
-            feed=job.feed,
-            model=self.model_refs[item.model],
-            ranked=ranked(job, scored, job.top_k),
-            flagged=flagged(job, scored),
-            cached=scored.cached,
-            timings=Timings(
-                queue_wait_ms=max(0.0, float(item.picked_at_ms - job.created_at)),
-                cache_ms=scored.cache_ms,
-                model_ms=scored.model_ms,
-                total_ms=max(0.0, float(done - job.created_at)),
-            ),
-            worker_id=self.worker_id,
+        return RerankResult.model_validate(
+            {
+                "job_id": job.job_id,
+                "feed": job.feed,
+                "model": self.model_refs[item.model],
+                "ranked": ranked(job, scored, job.top_k),
+                "flagged": flagged(job, scored),
+                "cached": scored.cached,
+                "timings": {
+                    "queue_wait_ms": max(0.0, float(item.picked_at_ms - job.created_at)),
+                    "cache_ms": scored.cache_ms,
+                    "model_ms": scored.model_ms,
+                    "total_ms": max(0.0, float(done - job.created_at)),
+                },
+                "worker_id": self.worker_id,
+            }
         )
 
 
-def ranked(job: RerankJob, scored: Scored, top_k: int | None) -> list[RankedCandidate]:
-    """Best first (ties in input order); top_k None = every candidate. Chunk mode: with each best window."""
+def ranked(job: RerankJob, scored: Scored, top_k: int | None) -> list[dict]:
+    """Best first (ties in input order), as RankedCandidate fields; top_k None = every candidate. Chunk mode:
+    with each best window."""
     order = scored.order if top_k is None else scored.order[:top_k]
-    chunks = scored.chunks or [None] * len(scored.scores)
-    return [
-        RankedCandidate(id=job.candidates[i].id, score=scored.scores[i], rank=n, chunk=chunks[i])
-        for n, i in enumerate(order, 1)
-    ]
+    cands, scores = job.candidates, scored.scores
+    if scored.chunks is None:
+        return [{"id": cands[i].id, "score": scores[i], "rank": n} for n, i in enumerate(order, 1)]
+    chunks = scored.chunks
+    return [{"id": cands[i].id, "score": scores[i], "rank": n, "chunk": chunks[i]} for n, i in enumerate(order, 1)]
 
 
 def flagged(job: RerankJob, scored: Scored) -> list[str]:

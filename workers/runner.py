@@ -8,6 +8,7 @@ for benchmarks and debugging without Serve).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -120,20 +121,21 @@ def run_worker(
     return worker.run()
 
 
-def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
+@functools.cache
+def worker_actor_class():
+    """The Ray actor that runs one ``Worker`` loop in its own process (``--ray`` and the load harness);
+    built on first use, so importing this module loads no Ray."""
     import ray
-
-    ray.init(address=settings.serve.ray_address or "auto", log_to_driver=True, ignore_reinit_error=True)
 
     @ray.remote(num_cpus=0, max_restarts=-1)
     class WorkerActor:
         """Runs the same Worker loop in a thread of the actor process."""
 
-        def __init__(self, settings_json: str, index: int):
-            from workers.worker import Worker, default_worker_id
+        def __init__(self, settings_json: str, worker_id: str, group_id: str | None = None):
+            from workers.worker import Worker
 
             s = Settings.model_validate_json(settings_json)
-            self.worker = Worker(s, make_client(s), group_id=group_id, worker_id=f"{default_worker_id()}#{index}")
+            self.worker = Worker(s, make_client(s), group_id=group_id, worker_id=worker_id)
             self.thread = threading.Thread(target=self._run, daemon=True)
             self.thread.start()
 
@@ -159,12 +161,37 @@ def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
         def partitions(self) -> int:
             return len(self.worker.assignment)
 
-    actors = [WorkerActor.remote(settings.model_dump_json(), i) for i in range(replicas)]  # type: ignore[attr-defined]
+        def cache_stats(self) -> dict[str, int]:
+            return dict(self.worker.cache.stats)
+
+    return WorkerActor
+
+
+def start_worker_actors(settings: Settings, replicas: int, group_id: str | None = None) -> list:
+    """``replicas`` worker actors in the connected Ray cluster, returned once every one owns partitions
+    (or the wait timed out: more actors than partitions leaves some idle by design)."""
+    import ray
+
+    from workers.worker import default_worker_id
+
+    cls = worker_actor_class()
+    actors = [
+        cls.remote(settings.model_dump_json(), f"{default_worker_id()}#{i}", group_id)  # type: ignore[attr-defined]
+        for i in range(replicas)
+    ]
+    ray.get([a.alive.remote() for a in actors])  # constructors done
+    _await_assignments(actors)
+    return actors
+
+
+def _run_ray(settings: Settings, replicas: int, group_id: str | None) -> int:
+    import ray
+
+    ray.init(address=settings.serve.ray_address or "auto", log_to_driver=True, ignore_reinit_error=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    ray.get([a.alive.remote() for a in actors])  # constructors done
-    _await_assignments(actors)
+    actors = start_worker_actors(settings, replicas, group_id)
     print(f"{replicas} worker actors ready", flush=True)
     while not stop.is_set():
         time.sleep(0.5)
