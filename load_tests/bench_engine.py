@@ -63,6 +63,45 @@ def make_documents(tokenizer, n: int, rng: random.Random, shortest: int = 16, lo
     return docs
 
 
+def flops_ratio(config, tokenizer, jobs: list[list[str]]) -> float:
+    """Recipe FLOPs / engine FLOPs on these jobs: the speedup an engine running its matrix products exactly as
+    efficiently as the recipe's would reach (the compute bound of ``speedup``).
+
+    Recipe: every row padded to its job's longest, full attention over the padded width, the vocabulary
+    projection at every position. Engine (counted low: real tokens only, no micro-batch padding, the
+    last layer in full): the shared prefix once, each document's own tokens attending to the prefix and
+    causally to themselves, two head rows per document.
+    """
+    from serve_app.engine.batching import common_prefix_length
+    from serve_app.engine.prompt import QWEN3_PREFIX, QWEN3_SUFFIX
+
+    c = config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    q_dim, kv_dim = c.num_attention_heads * head_dim, c.num_key_value_heads * head_dim
+    linear = 2 * (c.hidden_size * (2 * q_dim + 2 * kv_dim) + 3 * c.hidden_size * c.intermediate_size)  # per token
+    layers = c.num_hidden_layers
+
+    def attention(queries: float, keys: float) -> float:  # QK^T and PV
+        return 4 * queries * keys * q_dim * layers
+
+    prefix = tokenizer.encode(QWEN3_PREFIX, add_special_tokens=False)
+    suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False)
+    recipe = engine = 0.0
+    for docs in jobs:
+        pairs = [f"<Instruct>: {INSTRUCTION}\n<Query>: {QUERY}\n<Document>: {d}" for d in docs]
+        seqs = [prefix + ids + suffix for ids in tokenizer(pairs, add_special_tokens=False)["input_ids"]]
+        width = max(len(q) for q in seqs)
+        recipe += len(seqs) * width * (linear * layers + 2 * c.hidden_size * c.vocab_size) + len(seqs) * attention(
+            width, width
+        )
+        shared = min(common_prefix_length(seqs), min(len(q) for q in seqs) - 1)
+        engine += shared * linear * layers + attention(shared, shared / 2)
+        for q in seqs:
+            own = len(q) - shared
+            engine += own * linear * layers + attention(own, shared + own / 2) + 2 * 2 * c.hidden_size
+    return recipe / engine
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -119,6 +158,7 @@ def run_dtype(args, dtype: str, jobs_of_tokenizer, repeats: int) -> dict:
         "engine_docs_per_s": round(total / secs["engine"], 3),
         "speedup": round(secs["baseline"] / secs["engine"], 3),
         "speedup_best": round(best["baseline"] / best["engine"], 3),
+        "flops_ratio": round(flops_ratio(model.config, tokenizer, jobs), 3),
         "max_abs_diff": compare_scores(scores["baseline"], scores["engine"])["max_abs_diff"],  # type: ignore[arg-type]
         "scores": scores["engine"],
         "lengths": lengths,
@@ -170,7 +210,8 @@ def main(argv=None) -> int:
     ref = runs[0]
     lengths = ref["lengths"]
     result = {
-        k: ref[k] for k in ("baseline_docs_per_s", "engine_docs_per_s", "speedup", "speedup_best", "max_abs_diff")
+        k: ref[k]
+        for k in ("baseline_docs_per_s", "engine_docs_per_s", "speedup", "speedup_best", "flops_ratio", "max_abs_diff")
     }
     for other in runs[1:]:
         tag = {"bfloat16": "bf16", "float16": "fp16"}.get(other["dtype"], other["dtype"])
