@@ -93,15 +93,18 @@ def test_replicas_and_consumers_spread_over_nodes_and_survive_a_node_kill(
         producer.join(60)
         p.wait_for([j.job_id for j in jobs], timeout=180)
         answered_in = time.monotonic() - killed_at
+        # Until Ray declares the node dead (missed health checks) Serve still lists its replicas as running:
+        # wait for the rescheduled ones, not just for two of each.
         after = wait_until(
             lambda: (
                 (c := _counts(ray_cluster.placement(), app))
                 and len(ray_cluster.placement()["replicas"].get(f"{app}/Reranker", [])) == 2
                 and len(ray_cluster.placement()["replicas"].get(f"{app}-consumers/KafkaConsumer", [])) == 2
+                and not (c.get("Reranker", set()) | c.get("KafkaConsumer", set())) & {"worker-1", "dead"}
                 and c
             ),
             120,
-            "2 Reranker replicas and 2 consumers running again",
+            "2 Reranker replicas and 2 consumers running again, none on the killed node",
         )
         print(
             f"after the kill: {json.dumps({k: sorted(v) for k, v in after.items()})}; all jobs answered {answered_in:.1f} s after it"
