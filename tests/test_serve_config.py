@@ -36,4 +36,4 @@ def test_autoscaling_keys_are_checked_strictly():
 def test_batch_settings_are_consistent():
     with pytest.raises(ConfigError, match="max_ongoing_requests"):
         load_settings(environ={"RERANK_SERVE_MAX_BATCH_SIZE": "16", "RERANK_SERVE_MAX_ONGOING_REQUESTS": "4"})
-    assert Settings(serve={"max_batch_size": 8}).serve.ongoing_requests == 16
+    assert Settings(serve={"max_batch_size": 8}).serve.ongoing_requests == 32
