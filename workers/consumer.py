@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,18 @@ class JobConsumer:
             self.pause_all()
             self.client.poll(timeout_ms=100, max_records=1)
         return not self.rebalancing()
+
+    def pause_topics(self, topics: Collection[str]) -> None:
+        """Pause the assigned partitions of these topics (a feed at its in-flight budget)."""
+        paused = self.client.paused()
+        tps = [tp for tp in self.client.assignment() if tp.topic in topics and tp not in paused]
+        if tps:
+            self.client.pause(*tps)
+
+    def resume_topics(self, topics: Collection[str]) -> None:
+        tps = [tp for tp in self.client.paused() if tp.topic in topics]
+        if tps:
+            self.client.resume(*tps)
 
     def pause_all(self) -> None:
         if not self.paused:
