@@ -65,6 +65,8 @@ def _produce_and_collect(
     while not consumer.assignment():  # join before producing, so no result is missed
         consumer.poll(timeout_ms=200)
     producer = make_producer(settings)
+    for topic in {settings.kafka.feeds[j.feed].topic for j in jobs}:
+        producer.partitions_for(topic)  # connect and fetch metadata first: that wait is not the pipeline's latency
     sent_at: dict[str, float] = {}
     for job in jobs:
         sent_at[job.job_id] = time.perf_counter()
