@@ -403,7 +403,12 @@ class Worker:
 
         if transactional_id is None:
             return make_producer(self.settings)
-        return make_producer(self.settings, transactional_id=transactional_id, transaction_timeout_ms=10_000)
+        # Kafka's default 60 s. A transaction lasts from its first result to the commit after the in-flight jobs
+        # drain; 10 s was exceeded by ordinary slow scoring on a loaded machine: the coordinator aborted it
+        # (results never visible to read_committed readers) and fenced the worker (a CI failure). A killed worker's
+        # open transaction holds read_committed readers back at most this long; a restart with the same worker id
+        # fences it at once.
+        return make_producer(self.settings, transactional_id=transactional_id, transaction_timeout_ms=60_000)
 
     def _ensure_topics(self) -> None:
         from workers.topics import ensure_topics
