@@ -6,6 +6,10 @@ from typing import Any
 
 from schemas.settings import Settings
 
+# The consumers' max_poll_interval_ms = the rebalance timeout: how long a rebalance waits for a live member
+# to rejoin (the worker's RebalanceWatch derives its limit from it).
+REBALANCE_TIMEOUT_MS = 30_000
+
 
 def missing_codecs() -> list[str]:
     """Codecs kafka-python cannot decode here: their optional packages (lz4, python-snappy, zstandard) are absent."""
@@ -53,7 +57,7 @@ def make_consumer(
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         # = the rebalance timeout: how long a rebalance waits for a live member to rejoin. The loop polls
         # every 100 ms (paused partitions included) and a revocation waits at most 3 s: 30 s is ample.
-        max_poll_interval_ms=30_000,
+        max_poll_interval_ms=REBALANCE_TIMEOUT_MS,
         isolation_level="read_committed",
         metadata_max_age_ms=10_000,  # notice new topics / partitions (and rebalance) within 10 s
         # A fetch parked at the broker (no new data, up to this long) holds back every partition of that broker:

@@ -169,9 +169,7 @@ def ranked(job: RerankJob, scored: Scored, top_k: int | None) -> list[dict]:
     with each best window."""
     order = scored.order if top_k is None else scored.order[:top_k]
     cands, scores = job.candidates, scored.scores
-    if scored.chunks is None:
-        return [{"id": cands[i].id, "score": scores[i], "rank": n} for n, i in enumerate(order, 1)]
-    chunks = scored.chunks
+    chunks = scored.chunks or [None] * len(scores)  # None: no chunk key in the result (excluded when None)
     return [{"id": cands[i].id, "score": scores[i], "rank": n, "chunk": chunks[i]} for n, i in enumerate(order, 1)]
 
 

@@ -31,6 +31,7 @@ from workers.consumer import TP, JobConsumer, Record
 from workers.dead_letters import build_dead_letter
 from workers.decode import Rejection, internal_error
 from workers.headers import JobTrace, redrive_mark
+from workers.kafka_io import REBALANCE_TIMEOUT_MS
 from workers.processing import Admitted, JobProcessor, Outcome
 from workers.producer import Publisher
 
@@ -123,7 +124,7 @@ class Worker:
         w = self.settings.worker
         last_commit = last_lag = time.monotonic()
         progress = Progress(self, w.log_interval_s)
-        rebalance = RebalanceWatch(self.settings.kafka.session_timeout_ms / 1000 + REBALANCE_TIMEOUT_S)
+        rebalance = RebalanceWatch((self.settings.kafka.session_timeout_ms + REBALANCE_TIMEOUT_MS) / 1000)
         try:
             while not self.stop_event.is_set() and self.fatal is None:
                 # kafka-python refuses commits while the member rebalances: skip them then (no warning storm),
@@ -414,9 +415,6 @@ class Worker:
         from workers.topics import ensure_topics
 
         ensure_topics(self.settings)
-
-
-REBALANCE_TIMEOUT_S = 30.0  # kafka_io's max_poll_interval_ms: the longest a rebalance waits for a member
 
 
 class RebalanceWatch:
