@@ -45,7 +45,10 @@ JAVA_OPTS=(-Xms128m "-Xmx$HEAP" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.
 
 ensure_storage() {  # ensure_storage I: format only a new data directory, with the cluster's one id
   [[ -f "$DIR/broker-$1/meta.properties" ]] && return 0
-  [[ -s "$DIR/cluster-id" ]] || "$PYTHON" -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))' >"$DIR/cluster-id"
+  # 16 random bytes, base64url without padding (Kafka's Uuid form); coreutils only: an interpreter that failed
+  # here once left an empty id file, and formatting then failed with "--cluster-id: expected one argument".
+  [[ -s "$DIR/cluster-id" ]] || head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$DIR/cluster-id"
+  [[ "$(cat "$DIR/cluster-id")" =~ ^[A-Za-z0-9_-]{22}$ ]] || die "kafka-cluster: bad cluster id in $DIR/cluster-id"
   mkdir -p "$DIR/broker-$1"
   java "${JAVA_OPTS[@]}" kafka.tools.StorageTool format -t "$(cat "$DIR/cluster-id")" -c "$(config "$1")" \
     >"$LOG_DIR/kafka-cluster-format-$1.log" 2>&1 || { cat "$LOG_DIR/kafka-cluster-format-$1.log" >&2; die "kafka-cluster: formatting broker $1 failed"; }
