@@ -100,10 +100,11 @@ class Harness:
         return [DeadLetter.model_validate_json(v) for v in self.producer.topic_values(self.settings.kafka.dlq_topic)]
 
 
-def until(cond, timeout: float = 5.0) -> None:
+def until(cond, timeout: float = 5.0, context=lambda: "") -> None:
+    """Wait for ``cond``; on timeout the assertion shows ``context()`` (e.g. the workers' output)."""
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
+        assert time.monotonic() < deadline, f"condition not reached\n{context()}"
         time.sleep(0.01)
 
 

@@ -199,7 +199,9 @@ def test_static_member_restarted_within_the_session_timeout_causes_no_group_stal
     b = p.start_worker(RERANK_WORKER_WORKER_ID="static-b")
     a.wait_ready()
     b.wait_ready()
-    until(lambda: "(owns 2)" in a.output and "(owns 2)" in b.output, timeout=60)  # settled: 2 of 4 each
+    until(  # settled: 2 of 4 each
+        lambda: "(owns 2)" in a.output and "(owns 2)" in b.output, timeout=60, context=lambda: a.output + b.output
+    )
     arrivals = ArrivalLog(p.settings)
     stop = threading.Event()
     placed: dict[str, tuple[str, int]] = {}

@@ -39,6 +39,9 @@ def make_consumer(
     """The workers' group consumer (manual commits, read_committed); ``group_instance_id`` = static member."""
     from kafka import KafkaConsumer
 
+    from workers import kafka_join_fix
+
+    kafka_join_fix.install()  # else a member can stay stuck in a rebalance until it is evicted (see that module)
     # Producers choose the codec, not us: fail at start-up rather than with UnsupportedCodecError mid-stream.
     if missing := missing_codecs():
         raise RuntimeError(

@@ -419,8 +419,8 @@ class Worker:
 
 class RebalanceWatch:
     """A member stuck in a rebalance longer than a session timeout plus the rebalance timeout has lost
-    its partitions without being told (seen with kafka-python 3.0.12: the first member's join never
-    completed while the others took its partitions). Ending the loop (exit 1; a consumer replica fails
+    its partitions without being told (kafka-python 3.0.12's abandoned join did this until
+    ``kafka_join_fix``; kept as the last resort). Ending the loop (exit 1; a consumer replica fails
     its health check) gets a fresh member instead of an idle one holding nothing."""
 
     def __init__(self, limit_s: float):
