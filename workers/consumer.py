@@ -1,4 +1,4 @@
-"""A thin wrapper over kafka-python's consumer: typed records, pause/resume all, commit positions.
+"""A thin wrapper over kafka-python's consumer: typed records, pause/resume per topic, commit positions.
 
 The worker loop and the checkpoint speak in ``(topic, partition)`` tuples and ``Record`` values;
 only this module knows kafka-python's ``TopicPartition`` and ``OffsetAndMetadata``. The client
@@ -46,7 +46,6 @@ class JobConsumer:
 
     def __init__(self, client: Any):
         self.client = client
-        self.paused = False
         self._callback_commits: list[Any] = []  # commits a rebalance callback queued, awaited before it returns
 
     def subscribe(
@@ -141,14 +140,7 @@ class JobConsumer:
             self.client.resume(*tps)
 
     def pause_all(self) -> None:
-        if not self.paused:
-            self.client.pause(*self.client.assignment())
-            self.paused = True
-
-    def resume_all(self) -> None:
-        if self.paused:
-            self.client.resume(*self.client.paused())
-            self.paused = False
+        self.client.pause(*self.client.assignment())
 
     def commit(self, positions: dict[TP, int], *, in_callback: bool = False) -> None:
         """Commit next-offset positions. In a rebalance callback kafka-python 3 refuses a blocking commit:

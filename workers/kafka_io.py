@@ -39,9 +39,9 @@ def make_consumer(
     """The workers' group consumer (manual commits, read_committed); ``group_instance_id`` = static member."""
     from kafka import KafkaConsumer
 
-    from workers import kafka_join_fix
+    from workers import kafka_python_fixes
 
-    kafka_join_fix.install()  # else a member can stay stuck in a rebalance until it is evicted (see that module)
+    kafka_python_fixes.install()  # two kafka-python 3.0.12 bugs that stall a consumer for good (see that module)
     # Producers choose the codec, not us: fail at start-up rather than with UnsupportedCodecError mid-stream.
     if missing := missing_codecs():
         raise RuntimeError(

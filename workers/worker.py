@@ -128,8 +128,7 @@ class Worker:
         try:
             while not self.stop_event.is_set() and self.fatal is None:
                 # kafka-python refuses commits while the member rebalances: skip them then (no warning storm),
-                # and end a member stuck in a rebalance (RebalanceWatch). Pausing fetches meanwhile was tried:
-                # it stalled a newly assigned partition for good (kafka-python's fetcher, as per-feed pausing did).
+                # and end a member stuck in a rebalance (RebalanceWatch).
                 rebalancing = rebalance.check(self.consumer.rebalancing(), self)
                 self._apply_backpressure()
                 records = self.consumer.poll(timeout_ms=100, max_records=w.poll_max_records)
@@ -318,28 +317,18 @@ class Worker:
 
     def _apply_backpressure(self) -> None:
         """Per feed: its partitions pause at its in-flight budget and resume at or below half of it, so a burst
-        on one feed neither takes another feed's slots nor holds its records back in Kafka.
-
-        Exactly-once mode pauses every partition instead (while any feed is at its budget; all resume once
-        every feed is at or below half): there, pausing only some partitions stalled a worker for good (lag
-        41, nothing in flight; test_exactly_once_mode_survives_sigkill_without_duplicates; root cause inside
-        kafka-python's fetcher not found). That costs feed isolation: a moderation p99 of 9 s instead of
-        ~0.2 s under a recommendation burst (bench_priority), so at-least-once mode keeps the per-feed pause."""
+        on one feed neither takes another feed's slots nor holds its records back in Kafka. (Pausing only some
+        partitions used to stall one for good, in exactly-once mode first: kafka-python's parked-records bug,
+        fixed in ``kafka_python_fixes``.)"""
         assert self.consumer is not None
         with self._queued_lock:
             in_flight = dict(self._feed_in_flight)
-        if self.settings.kafka.exactly_once:
-            if any(in_flight.get(feed, 0) >= budget for feed, budget in self._budgets.items()):
-                self.consumer.pause_all()
-            elif all(in_flight.get(feed, 0) <= budget // 2 for feed, budget in self._budgets.items()):
-                self.consumer.resume_all()
-        else:
-            for feed, budget in self._budgets.items():
-                topic = {self.settings.kafka.feeds[feed].topic}
-                if in_flight.get(feed, 0) >= budget:
-                    self.consumer.pause_topics(topic)
-                elif in_flight.get(feed, 0) <= budget // 2:
-                    self.consumer.resume_topics(topic)
+        for feed, budget in self._budgets.items():
+            topic = {self.settings.kafka.feeds[feed].topic}
+            if in_flight.get(feed, 0) >= budget:
+                self.consumer.pause_topics(topic)
+            elif in_flight.get(feed, 0) <= budget // 2:
+                self.consumer.resume_topics(topic)
 
     def _drain(self) -> bool:
         """Wait until no job is in flight (transactional commits); False when the worker failed."""
@@ -420,7 +409,7 @@ class Worker:
 class RebalanceWatch:
     """A member stuck in a rebalance longer than a session timeout plus the rebalance timeout has lost
     its partitions without being told (kafka-python 3.0.12's abandoned join did this until
-    ``kafka_join_fix``; kept as the last resort). Ending the loop (exit 1; a consumer replica fails
+    ``kafka_python_fixes``; kept as the last resort). Ending the loop (exit 1; a consumer replica fails
     its health check) gets a fresh member instead of an idle one holding nothing."""
 
     def __init__(self, limit_s: float):
