@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
 
 # In a Python str every surrogate code point is "lone": a valid pair is decoded into one astral
 # character by json.loads, so anything left in U+D800..U+DFFF cannot be encoded as UTF-8.
@@ -95,18 +96,25 @@ def find_invalid_json_text(value: Any, path: str = "") -> TextIssue | None:
     return find_invalid_text(json_strings(value, path))
 
 
-def _reject_lone_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        at = lone_surrogate_at(value)
-        if at is not None:
-            raise ValueError(
-                f"lone UTF-16 surrogate U+{ord(value[at]):04X} at character {at}; text must be valid Unicode"
-            )
-    return value
+_UTF8_CHECK = "^"
+"""A pattern that matches every string: with any pattern, pydantic-core reads the string as UTF-8 in Rust,
+which a lone surrogate fails (``string_unicode``), at about a tenth of a Python validator's cost (7 vs 20 us
+for a 20-candidate job: 43 Python calls saved per job)."""
 
 
-UnicodeText = Annotated[str, BeforeValidator(_reject_lone_surrogates)]
-"""A ``str`` field that rejects lone surrogates with their position (pydantic reports the field's loc).
+class _WithoutUtf8Check:
+    """Leaves the technical pattern out of the exported JSON Schema (it constrains nothing)."""
 
-A before-validator, so the message is ours rather than pydantic's generic ``string_unicode`` error.
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if schema.get("pattern") == _UTF8_CHECK:
+            del schema["pattern"]
+        return schema
+
+
+UnicodeText = Annotated[str, StringConstraints(pattern=_UTF8_CHECK), _WithoutUtf8Check()]
+"""A ``str`` field that rejects lone surrogates (``string_unicode`` at the field's loc).
+
+Both doors find them first, with the field path and position (``strict_json`` on every parsed string);
+this is the guard for models built in code.
 """

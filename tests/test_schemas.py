@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from schemas.export import render_all
 from schemas.messages import (
@@ -130,13 +131,20 @@ def test_json_strings_walks_keys_and_values_in_document_order_with_paths():
     assert find_invalid_json_text(deep).field == "[0]" * 5000
 
 
-def test_unicode_text_fields_reject_lone_surrogates_with_a_precise_message():
+def test_unicode_text_fields_reject_lone_surrogates():
     class Req(BaseModel):
         query: UnicodeText
+        name: UnicodeText | None = Field(None, max_length=3)
 
-    assert Req(query="日本").query == "日本"
-    with pytest.raises(ValidationError, match="U\\+D800 at character 1") as err:
+    assert Req(query="日本😀\x00", name="abc").query == "日本😀\x00"
+    with pytest.raises(ValidationError) as err:
         Req(query="a\ud800")
-    assert err.value.errors()[0]["loc"] == ("query",)
+    assert [(e["loc"], e["type"]) for e in err.value.errors()] == [(("query",), "string_unicode")]
+    with pytest.raises(ValidationError) as err:
+        Candidate(id="ok", text="x\udfff")
+    assert err.value.errors()[0]["loc"] == ("text",)
+    with pytest.raises(ValidationError, match="string_too_long"):
+        Req(query="q", name="abcd")  # other constraints still apply
+    assert "pattern" not in json.dumps(Req.model_json_schema())  # the UTF-8 check stays out of the schema
     with pytest.raises(ValidationError, match=r"metadata\.k: lone UTF-16 surrogate U\+DFFF"):
         Candidate(id="a", text="x", metadata={"k": "\udfff"})
