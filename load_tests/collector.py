@@ -2,7 +2,8 @@
 
 End-to-end latency = arrival here - the job's ``created_at`` (same machine clock), so it covers
 produce, queueing, cache, model, publish and consume. Duplicates (at-least-once) are counted,
-never double-counted as results.
+never double-counted as results. It reads with librdkafka (``load_tests/rdkafka.py``): cheap on the
+cores it shares with the worker under test.
 """
 
 from __future__ import annotations
@@ -39,31 +40,17 @@ class Collector:
         return self
 
     def _run(self) -> None:
-        from kafka import TopicPartition
-
-        from workers.kafka_io import make_consumer
+        from load_tests.rdkafka import poll_batch, read_from_start
 
         k = self.settings.kafka
-        consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False)
-        tps: list = []
-        deadline = time.monotonic() + 30
-        while not tps and time.monotonic() < deadline:
-            tps = [
-                TopicPartition(t, p)
-                for t in (k.results_topic, k.dlq_topic)
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
-            if not tps:
-                time.sleep(0.1)
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)  # run-unique topics: everything in them is this run's
+        consumer = read_from_start(self.settings, [k.results_topic, k.dlq_topic])  # run-unique: all of it is ours
         self._ready.set()
         try:
             while not self._stop.is_set():
-                for recs in consumer.poll(timeout_ms=100, max_records=2000).values():
-                    arrived = now_ms()
-                    for rec in recs:
-                        self._record(rec, arrived)
+                batch = poll_batch(consumer, 0.1)
+                arrived = now_ms()
+                for rec in batch:
+                    self._record(rec, arrived)
         finally:
             consumer.close()
 

@@ -58,13 +58,9 @@ class LocalPipeline:
 
     def produce(self, job: RerankJob) -> RerankJob:
         """Send one job (created_at = now) without waiting for the broker's ack."""
-        from workers.kafka_io import make_producer
-
-        if self._producer is None:
-            self._producer = make_producer(self.settings, linger_ms=2)
         job = job.model_copy(update={"created_at": now_ms()})
         topic = self.settings.kafka.feeds[job.feed].topic
-        self._producer.send(topic, job.model_dump_json().encode(), key=job.job_id.encode())
+        self.producer.send(topic, job.model_dump_json().encode(), key=job.job_id.encode())
         return job
 
     def prepare(self, job: RerankJob) -> tuple[str, bytes, bytes, bytes]:
@@ -78,14 +74,19 @@ class LocalPipeline:
 
     def send_prepared(self, prepared: tuple[str, bytes, bytes, bytes]) -> int:
         """Send a prepared job stamped created_at = now; returns that timestamp (ms)."""
-        from workers.kafka_io import make_producer
-
-        if self._producer is None:
-            self._producer = make_producer(self.settings, linger_ms=2)
         topic, key, head, tail = prepared
         created = now_ms()
-        self._producer.send(topic, b'%s"created_at":%d%s' % (head, created, tail), key=key)
+        self.producer.send(topic, b'%s"created_at":%d%s' % (head, created, tail), key=key)
         return created
+
+    @property
+    def producer(self) -> Any:
+        """The load generator's producer: librdkafka (``load_tests/rdkafka.py``), cheap on shared cores."""
+        if self._producer is None:
+            from load_tests.rdkafka import Producer
+
+            self._producer = Producer(self.settings)
+        return self._producer
 
     def flush(self) -> None:
         if self._producer is not None:
